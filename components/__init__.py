@@ -1,0 +1,1 @@
+"""Pipeline stages of the review-classifier platform, one subpackage each."""

@@ -1,0 +1,1 @@
+"""The review-classifier KFP pipeline, its runner and the embedded local stack."""
