@@ -1,0 +1,5 @@
+"""Ingest: raw review TSV on S3 to clean, labelled, balanced, split Parquet."""
+
+from components.ingest.job import IngestConfig, run_ingest
+
+__all__ = ["IngestConfig", "run_ingest"]

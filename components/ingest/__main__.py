@@ -1,0 +1,7 @@
+"""``python -m components.ingest``."""
+
+import sys
+
+from components.ingest.job import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""Finding, staging and checking the raw input files before Spark reads them.
+
+Spark reports an unreadable file as a Java stack trace; checking each file here first turns
+that into one line that names the file (truncated gzip, wrong header, not a TSV at all).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.common.errors import InvalidInput
+from components.common.schema import RAW_COLUMNS, RAW_SEPARATOR
+from components.common.storage import S3Storage, is_s3_uri, parse_s3_uri
+
+logger = logging.getLogger(__name__)
+
+RAW_SUFFIXES = (".tsv", ".tsv.gz")
+HEADER = RAW_SEPARATOR.join(RAW_COLUMNS)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One raw file: where it is, its size and a version (S3 ETag or local sha256)."""
+
+    uri: str
+    size: int
+    version: str
+
+    def to_dict(self) -> dict:
+        return {"uri": self.uri, "size": self.size, "etag": self.version}
+
+
+def is_raw_file(name: str) -> bool:
+    return name.endswith(RAW_SUFFIXES)
+
+
+def list_inputs(input_uri: str, storage: S3Storage | None) -> list[InputFile]:
+    """Every raw TSV or TSV.gz under an S3 prefix, a local directory, or one local file."""
+    if is_s3_uri(input_uri):
+        if storage is None:
+            raise ValueError("an s3:// input needs an S3Storage")
+        bucket = parse_s3_uri(input_uri).bucket
+        found = [
+            InputFile(f"s3://{bucket}/{o.key}", o.size, o.etag)
+            for o in storage.list_objects(input_uri)
+            if is_raw_file(o.key)
+        ]
+    else:
+        path = Path(input_uri)
+        if not path.exists():
+            raise InvalidInput(f"input {input_uri} does not exist")
+        paths = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        found = [
+            InputFile(str(p.resolve()), p.stat().st_size, _sha256(p))
+            for p in paths
+            if is_raw_file(p.name)
+        ]
+    if not found:
+        raise InvalidInput(f"no raw review files (*.tsv, *.tsv.gz) under {input_uri}")
+    return found
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stage_inputs(files: list[InputFile], storage: S3Storage, local_dir: Path) -> list[Path]:
+    """Download S3 inputs to ``local_dir`` (the path for Spark runtimes without S3A)."""
+    paths = []
+    for index, f in enumerate(files):
+        name = f"{index:05d}-{f.uri.rsplit('/', 1)[-1]}"
+        paths.append(storage.download_file(f.uri, local_dir / name))
+    return paths
+
+
+def check_raw_file(path: Path, display: str) -> str:
+    """Validate one local raw file; return 'empty', 'header_only' or 'ok'.
+
+    Raises InvalidInput naming ``display`` for a truncated or corrupt gzip, undecodable
+    header, or a header that is not the 15 raw columns in order.
+    """
+    if path.stat().st_size == 0:
+        return "empty"
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            first = f.readline()
+            second = f.readline()
+            if path.name.endswith(".gz"):
+                while f.read(1 << 20):  # a truncated gzip fails only at its end
+                    pass
+    except (OSError, EOFError, zlib.error) as e:
+        raise InvalidInput(f"{display}: unreadable gzip ({e})") from e
+    return _check_header(first, display, has_rows=bool(second.strip()))
+
+
+def _check_header(first: bytes, display: str, has_rows: bool) -> str:
+    if not first.strip():
+        return "empty"
+    try:
+        header = first.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"{display}: header is not UTF-8 text") from e
+    if header != HEADER:
+        got = header.split(RAW_SEPARATOR)
+        missing = [c for c in RAW_COLUMNS if c not in got]
+        detail = f"missing {missing}" if missing else f"columns out of order: {got}"
+        raise InvalidInput(f"{display}: wrong header ({detail}); expected the 15 raw columns")
+    return "ok" if has_rows else "header_only"
+
+
+def check_s3_header(storage: S3Storage, f: InputFile) -> str:
+    """Check an S3 object's header from its first bytes (the s3a path reads the rest)."""
+    if f.size == 0:
+        return "empty"
+    src = parse_s3_uri(f.uri)
+    response = storage.client.get_object(Bucket=src.bucket, Key=src.key, Range="bytes=0-262143")
+    head = response["Body"].read()
+    if f.uri.endswith(".gz"):
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1 << 20)
+        except zlib.error as e:
+            raise InvalidInput(f"{f.uri}: unreadable gzip ({e})") from e
+    lines = head.split(b"\n", 2)
+    return _check_header(lines[0], f.uri, has_rows=len(lines) > 1 and bool(lines[1].strip()))

@@ -1,0 +1,157 @@
+"""Pure DataFrame transforms of the ingest job: parse, quarantine, clean, label, balance, split.
+
+Each function takes and returns a Spark DataFrame and is unit-tested on its own. Row order for
+"keep the first duplicate" is the order the rows were read in (``_row_id``).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from components.common.schema import RAW_COLUMNS
+
+REJECT_REASONS = (
+    "encoding",
+    "field_count",
+    "star_rating",
+    "empty_body",
+    "review_date",
+    "votes",
+    "duplicate_review_id",
+)
+OUTPUT_COLUMNS = (
+    "review_id", "product_category", "review_body", "star_rating", "label", "review_date",
+    "marketplace", "product_id", "helpful_votes", "total_votes", "vine", "verified_purchase",
+)  # fmt: skip
+SPLIT_NAMES = ("train", "validation", "test")
+
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
+_SPACE = re.compile(r"\s+")
+# Whitespace, Unicode separators (e.g. U+3000) and control characters.
+_BLANK = r"[\s\p{Z}\p{Cc}]"
+
+
+def clean_text(text: str | None) -> str | None:
+    """Decode HTML entities, turn ``<br />`` into spaces, drop control chars, collapse space."""
+    if text is None:
+        return None
+    text = _BR.sub(" ", text)
+    text = html.unescape(text)
+    text = _BR.sub(" ", text)  # entities can encode tags: &lt;br /&gt;
+    text = _CONTROL.sub(" ", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+@F.pandas_udf(T.StringType())
+def clean_text_udf(texts: pd.Series) -> pd.Series:
+    return texts.map(clean_text)
+
+
+def parse_lines(lines: DataFrame) -> DataFrame:
+    """Split raw lines (``value``, ``source_file``, ``_row_id``) into the 15 string fields."""
+    parts = F.split(F.col("value"), "\t", -1)
+    fields = [
+        F.when(F.size(parts) == len(RAW_COLUMNS), parts.getItem(i)).alias(name)
+        for i, name in enumerate(RAW_COLUMNS)
+    ]
+    return lines.select(
+        "_row_id", "source_file", F.col("value").alias("raw_line"),
+        F.size(parts).alias("_n_fields"), *fields,
+    )  # fmt: skip
+
+
+def _int_or_null(col: str) -> Column:
+    return F.when(F.col(col).rlike(r"^-?[0-9]{1,9}$"), F.col(col).cast("int"))
+
+
+def classify(parsed: DataFrame, text_fields: Sequence[str] = ("review_body",)) -> DataFrame:
+    """Add typed columns, the cleaned ``review_body`` and ``reason`` (null for a valid row).
+
+    The first failing rule names the reason; duplicates are judged among otherwise valid rows,
+    so the first valid occurrence of a review_id is kept.
+    """
+    text = F.concat_ws(" ", *[F.coalesce(F.col(c), F.lit("")) for c in text_fields])
+    star = _int_or_null("star_rating")
+    helpful, total = _int_or_null("helpful_votes"), _int_or_null("total_votes")
+    date = F.when(
+        F.col("review_date").rlike(r"^\d{4}-\d{2}-\d{2}$"), F.to_date("review_date", "yyyy-MM-dd")
+    )
+    reason = (
+        F.when(~F.is_valid_utf8(F.col("raw_line")), "encoding")
+        .when(F.col("_n_fields") != len(RAW_COLUMNS), "field_count")
+        .when(star.isNull() | ~star.between(1, 5), "star_rating")
+        .when(F.regexp_replace(F.col("review_body"), _BLANK, "") == "", "empty_body")
+        .when(F.regexp_replace(F.col("_clean_text"), _BLANK, "") == "", "empty_body")
+        .when(date.isNull(), "review_date")
+        .when(
+            helpful.isNull() | total.isNull() | (helpful < 0) | (total < 0) | (helpful > total),
+            "votes",
+        )
+    )
+    typed = (
+        parsed.withColumn("_clean_text", clean_text_udf(text))
+        .withColumn("reason", reason)
+        .withColumn("star_rating", star)
+        .withColumn("helpful_votes", helpful)
+        .withColumn("total_votes", total)
+        .withColumn("review_date", date)
+        .withColumn("review_body", F.col("_clean_text"))
+        .drop("_clean_text")
+    )
+    first_valid = Window.partitionBy("review_id").orderBy(F.col("reason").isNotNull(), "_row_id")
+    dup = F.col("reason").isNull() & (F.row_number().over(first_valid) > 1)
+    return typed.withColumn(
+        "reason", F.when(dup, F.lit("duplicate_review_id")).otherwise(F.col("reason"))
+    )
+
+
+def add_labels(df: DataFrame, star_to_label: Mapping[int, int]) -> DataFrame:
+    """Add ``label`` from ``star_rating`` with the label map that travels with the data."""
+    mapping = F.create_map(*[F.lit(x) for kv in sorted(star_to_label.items()) for x in kv])
+    return df.withColumn("label", mapping[F.col("star_rating")].cast("int"))
+
+
+def split_bounds(count: int, fractions: Sequence[float]) -> tuple[int, int]:
+    """Rank cut-offs (train_end, validation_end) for ``count`` rows of one class."""
+    train_end = int(round(count * fractions[0]))
+    val_end = train_end + int(round(count * fractions[1]))
+    return train_end, min(val_end, count)
+
+
+def balance_and_split(
+    df: DataFrame,
+    class_counts: Mapping[int, int],
+    fractions: Sequence[float],
+    seed: int,
+    balance: bool,
+) -> DataFrame:
+    """Undersample every class to the smallest (if ``balance``) and add a stratified ``split``.
+
+    Rows are ranked within their class by a seeded hash of review_id, so the result depends on
+    the seed and the data only, never on partitioning.
+    """
+    keep = min(class_counts.values()) if balance else None
+    order = F.xxhash64(F.col("review_id"), F.lit(seed))
+    rank = F.row_number().over(Window.partitionBy("label").orderBy(order, "review_id"))
+    ranked = df.withColumn("_rank", rank)
+    if keep is not None:
+        ranked = ranked.filter(F.col("_rank") <= keep)
+    split = None
+    for label, count in class_counts.items():
+        train_end, val_end = split_bounds(keep if keep is not None else count, fractions)
+        this = F.col("label") == label
+        case = (
+            F.when(this & (F.col("_rank") <= train_end), "train")
+            .when(this & (F.col("_rank") <= val_end), "validation")
+            .when(this, "test")
+        )
+        split = case if split is None else F.coalesce(split, case)
+    return ranked.withColumn("split", split).drop("_rank")
