@@ -120,10 +120,16 @@ def add_labels(df: DataFrame, star_to_label: Mapping[int, int]) -> DataFrame:
 
 
 def split_bounds(count: int, fractions: Sequence[float]) -> tuple[int, int]:
-    """Rank cut-offs (train_end, validation_end) for ``count`` rows of one class."""
-    train_end = int(round(count * fractions[0]))
-    val_end = train_end + int(round(count * fractions[1]))
-    return train_end, min(val_end, count)
+    """Rank cut-offs (train_end, validation_end) for ``count`` rows of one class.
+
+    Validation and test get their rounded share, at least one row each once a class has three
+    rows (so no split misses a class); train takes the rest.
+    """
+    floor = 1 if count >= 3 else 0
+    validation = max(floor, int(round(count * fractions[1])))
+    test = max(floor, int(round(count * fractions[2])))
+    train = max(0, count - validation - test)
+    return train, min(count, train + validation)
 
 
 def balance_and_split(

@@ -1,0 +1,65 @@
+"""KFP interface of the ingest stage: a thin component whose body calls the job."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Metrics, Output
+
+from components.common.images import image
+
+SPLITS = ("train", "validation", "test")
+
+
+@dsl.component(base_image=image("spark"), install_kfp_package=False)
+def ingest(
+    input_uri: str,
+    output_uri: str,
+    train: Output[Dataset],
+    validation: Output[Dataset],
+    test: Output[Dataset],
+    rejects: Output[Dataset],
+    stats: Output[Artifact],
+    metrics: Output[Metrics],
+    label_mode: str = "star_rating",
+    balance: bool = True,
+    train_fraction: float = 0.9,
+    validation_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    seed: int = 42,
+    spark_master: str = "local[*]",
+    text_fields: str = "review_body",
+):
+    """Raw review TSV under ``input_uri`` to Parquet splits under ``output_uri`` (S3 prefix)."""
+    import json
+    import tempfile
+    from dataclasses import asdict
+
+    from components.common.artifacts import materialize
+    from components.common.logs import configure_logging
+    from components.ingest.job import IngestConfig, run_ingest
+
+    configure_logging()
+    with tempfile.TemporaryDirectory(prefix="ingest-out-") as tmp:
+        out = output_uri or tmp
+        result = run_ingest(
+            IngestConfig(
+                input=input_uri, output=out, label_mode=label_mode, balance=balance,
+                split=(train_fraction, validation_fraction, test_fraction), seed=seed,
+                spark_master=spark_master, text_fields=tuple(text_fields.split(",")),
+            )
+        )  # fmt: skip
+        base = out.rstrip("/")
+        for name, artifact in (("train", train), ("validation", validation), ("test", test)):
+            materialize(f"{base}/{name}", artifact.path)
+            artifact.metadata.update({"rows": result.splits[name], "uri": f"{base}/{name}"})
+        materialize(f"{base}/rejects", rejects.path)
+        rejects.metadata.update(
+            {"rows": sum(result.rejected.values()), "by_reason": result.rejected}
+        )
+    with open(stats.path, "w") as f:
+        json.dump(asdict(result), f, indent=2)
+    stats.metadata.update({"data_version": result.data_version, "label_map": result.label_map})
+    metrics.log_metric("rows_read", result.rows_read)
+    metrics.log_metric("rows_accepted", result.rows_accepted)
+    for reason, count in result.rejected.items():
+        metrics.log_metric(f"rejected_{reason}", count)
+    for name, count in result.splits.items():
+        metrics.log_metric(f"rows_{name}", count)

@@ -1,0 +1,169 @@
+"""The ingest job on real Spark: transforms, the bad-input corpus, real samples, and S3."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+
+from components.common.errors import InvalidInput
+from components.common.schema import RAW_COLUMNS
+from components.ingest.job import IngestConfig, main, run_ingest
+from components.ingest.spark import build_spark_conf, create_session
+from components.ingest.transforms import balance_and_split, classify, parse_lines
+from pipelines.generate import GeneratorConfig, generate
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BAD = Path(__file__).resolve().parents[1] / "data" / "raw_bad"
+
+
+@pytest.fixture(scope="module")
+def spark() -> SparkSession:
+    return create_session(build_spark_conf("local[2]"))
+
+
+def _splits(out: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(out / name) for name in ("train", "validation", "test")}
+
+
+def test_classify_names_the_first_failing_rule(spark):
+    good = ["US", "1", "R1", "P", "2", "T", "Books", "4", "1", "2", "N", "Y", "H", "fine", "2015-01-02"]
+
+    def line(**changes) -> str:
+        fields = dict(zip(RAW_COLUMNS, good, strict=True)) | changes
+        return "\t".join(fields.values())
+
+    cases = [
+        (line(), None),
+        (line(star_rating="9", review_body=""), "star_rating"),  # first rule wins
+        (line(review_id="R2", review_body="<br />"), "empty_body"),
+        (line(review_id="R3", review_date="2015-13-01"), "review_date"),
+        (line(review_id="R4", total_votes="0"), "votes"),
+        ("only\tthree\tfields", "field_count"),
+        (line(), "duplicate_review_id"),
+    ]
+    rows = [(i, "f", text) for i, (text, _) in enumerate(cases)]
+    df = spark.createDataFrame(rows, "_row_id long, source_file string, value string")
+    got = {r["_row_id"]: r["reason"] for r in classify(parse_lines(df)).collect()}
+    assert [got[i] for i in range(len(cases))] == [reason for _, reason in cases]
+
+
+@pytest.fixture(scope="module")
+def generated_out(tmp_path_factory) -> tuple[Path, dict]:
+    raw = tmp_path_factory.mktemp("raw")
+    generate(GeneratorConfig(rows=6000, seed=11), raw)
+    out = tmp_path_factory.mktemp("out")
+    stats = run_ingest(IngestConfig(input=str(raw), output=str(out / "a"), seed=42))
+    again = run_ingest(IngestConfig(input=str(raw), output=str(out / "b"), seed=42))
+    other = run_ingest(IngestConfig(input=str(raw), output=str(out / "c"), seed=7))
+    return out, {"a": stats, "b": again, "c": other}
+
+
+def test_balance_and_split_invariants(generated_out):
+    out, stats = generated_out
+    splits = _splits(out / "a")
+    smallest = min(stats["a"].classes_before.values())
+    assert stats["a"].classes_after == {str(s): smallest for s in range(1, 6)}
+    ids = [set(df["review_id"]) for df in splits.values()]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    for name, fraction in (("train", 0.9), ("validation", 0.05), ("test", 0.05)):
+        per_class = splits[name]["label"].value_counts()
+        assert set(per_class.index) == {0, 1, 2, 3, 4}
+        assert (abs(per_class - smallest * fraction) <= 1).all(), (name, per_class)
+    assert (splits["train"]["label"] == splits["train"]["star_rating"] - 1).all()
+
+
+def test_same_seed_same_splits_other_seed_other_splits(generated_out):
+    out, _ = generated_out
+    a, b, c = (_splits(out / k)["test"]["review_id"] for k in "abc")
+    assert set(a) == set(b)
+    assert set(a) != set(c)
+
+
+def test_stats_has_the_interface_keys(generated_out):
+    out, _ = generated_out
+    stats = json.loads((out / "a" / "stats.json").read_text())
+    for key in ("rows_read", "rows_accepted", "rejected", "classes_before", "classes_after",
+                "splits", "label_map", "inputs"):  # fmt: skip
+        assert key in stats
+    assert stats["rows_read"] == stats["rows_accepted"] + sum(stats["rejected"].values())
+    assert len(stats["inputs"]) == 6 and all(i["etag"] and i["size"] > 0 for i in stats["inputs"])
+    assert stats["label_map"]["id2label"]["4"] == "5"
+
+
+def test_bad_input_corpus_gives_exact_reject_counts(tmp_path):
+    expected = json.loads((BAD / "rows" / "expected.json").read_text())
+    stats = run_ingest(IngestConfig(input=str(BAD / "rows"), output=str(tmp_path), balance=False))
+    assert stats.rows_read == expected["rows_read"]
+    assert stats.rows_accepted == expected["rows_accepted"]
+    assert stats.rejected == expected["rejected"]
+    assert {Path(k).name: v for k, v in stats.input_status.items()} == expected["input_status"]
+    rejects = pd.read_parquet(tmp_path / "rejects")
+    assert rejects["reason"].value_counts().to_dict() == {
+        k: v for k, v in expected["rejected"].items() if v
+    }
+    assert rejects["raw_line"].str.len().gt(0).all()
+    kept = pd.concat(_splits(tmp_path).values())
+    assert "RVALID001" in set(kept["review_id"])  # the first copy of a duplicate is kept
+    assert not kept["review_body"].str.contains("<br", regex=False).any()
+    assert kept["review_body"].str.contains('"', regex=False).any()  # &#34; decoded
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        ("wrong_header", r"amazon_reviews_us_Swapped_v1_00.tsv: wrong header"),
+        ("truncated_gzip", r"amazon_reviews_us_Cut_v1_00.tsv.gz: unreadable gzip"),
+    ],
+)
+def test_unreadable_files_fail_with_a_message_naming_the_file(tmp_path, folder, message):
+    with pytest.raises(InvalidInput, match=message):
+        run_ingest(IngestConfig(input=str(BAD / folder), output=str(tmp_path)))
+
+
+def test_main_exits_non_zero_with_one_line(tmp_path, capsys):
+    code = main(["--input", str(BAD / "truncated_gzip"), "--output", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("ingest failed: ") and "Cut_v1_00.tsv.gz" in err[-1]
+
+
+def test_real_gift_card_sample_has_zero_rejects(reviews_dir, tmp_path):
+    path = reviews_dir / "amazon_reviews_us_Gift_Card_v1_00.sample.tsv"
+    stats = run_ingest(IngestConfig(input=str(path), output=str(tmp_path)))
+    assert stats.rows_read == 1452 and stats.rows_accepted == 1452
+    assert sum(stats.rejected.values()) == 0
+    assert stats.classes_before == {"1": 54, "2": 14, "3": 33, "4": 85, "5": 1266}
+    assert stats.classes_after == {str(s): 14 for s in range(1, 6)}
+    assert stats.splits == {"train": 60, "validation": 5, "test": 5}
+
+
+def test_sentiment_labels_on_real_mobile_electronics(reviews_dir, tmp_path):
+    path = reviews_dir / "amazon_reviews_us_Mobile_Electronics.sample.tsv"
+    stats = run_ingest(
+        IngestConfig(input=str(path), output=str(tmp_path), label_mode="sentiment", balance=False)
+    )
+    assert stats.rows_accepted == 85 and sum(stats.rejected.values()) == 0
+    assert set(stats.classes_before) == {"negative", "neutral", "positive"}
+    train = pd.read_parquet(tmp_path / "train")
+    expected = train["star_rating"].map({1: 0, 2: 0, 3: 1, 4: 2, 5: 2})
+    assert (train["label"] == expected).all()
+
+
+def test_s3_in_and_out_through_the_local_s3_server(stack, settings, storage, tmp_path):
+    raw = tmp_path / "raw"
+    manifest = generate(GeneratorConfig(rows=3000, seed=5, malformed_per_kind=2), raw)
+    raw_uri = f"s3://{settings.data_bucket}/tests/ingest/raw/"
+    out_uri = f"s3://{settings.data_bucket}/tests/ingest/run-1/"
+    storage.upload_dir(raw, raw_uri)
+    stats = run_ingest(IngestConfig(input=raw_uri, output=out_uri), settings)
+    assert stats.read_path == "staged"  # the pip Spark has no S3A connector
+    assert stats.rejected == {kind: 2 for kind in manifest.malformed}
+    assert all(i["uri"].startswith(raw_uri) and i["etag"] for i in stats.inputs)
+    keys = [o.key for o in storage.list_objects(out_uri)]
+    for name in ("train", "validation", "test", "rejects"):
+        assert any(k.startswith(f"tests/ingest/run-1/{name}/") and k.endswith(".parquet")
+                   for k in keys), name  # fmt: skip
+    remote = storage.get_json(out_uri + "stats.json")
+    assert remote["splits"] == stats.splits and remote["data_version"] == stats.data_version

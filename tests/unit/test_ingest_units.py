@@ -1,0 +1,120 @@
+from pathlib import Path
+
+import pytest
+
+from components.common.errors import ConfigurationError, InvalidInput
+from components.common.settings import Settings
+from components.ingest.inputs import check_raw_file, list_inputs
+from components.ingest.job import IngestConfig
+from components.ingest.spark import (
+    IRSA_PROVIDER,
+    K8sOptions,
+    ReadPath,
+    build_spark_conf,
+    choose_read_path,
+)
+from components.ingest.transforms import clean_text, split_bounds
+
+BAD = Path(__file__).resolve().parents[1] / "data" / "raw_bad"
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("Great &#34;gift&#34; card", 'Great "gift" card'),
+        ("line one<br />line two<br/>three<BR>four", "line one line two three four"),
+        ("a &amp; b &lt;br /&gt; c", "a & b c"),
+        ("  tabs\tand\u0007bells\n\nand   spaces ", "tabs and bells and spaces"),
+        ("zero\u200bwidth", "zero width"),
+        ("", ""),
+        (None, None),
+    ],
+)
+def test_clean_text(raw, clean):
+    assert clean_text(raw) == clean
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(100, (90, 95)), (14, (12, 13)), (3, (1, 2)), (2, (2, 2)), (0, (0, 0)), (1000, (900, 950))],
+)
+def test_split_bounds_keep_every_split_within_one_row(count, expected):
+    assert split_bounds(count, (0.9, 0.05, 0.05)) == expected
+    train_end, val_end = expected
+    assert abs(train_end - 0.9 * count) <= 1 or count < 20
+
+
+def test_local_spark_conf_has_ui_off_and_lenient_parsing():
+    conf = build_spark_conf("local[2]", Settings.from_env({}, dotenv=None))
+    assert conf["spark.master"] == "local[2]"
+    assert conf["spark.ui.enabled"] == "false"
+    assert conf["spark.sql.ansi.enabled"] == "false"
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"] == IRSA_PROVIDER
+    assert "spark.kubernetes.container.image" not in conf
+
+
+def test_endpoint_override_uses_path_style_and_no_irsa():
+    settings = Settings.from_env({"S3_ENDPOINT_URL": "http://127.0.0.1:9000"}, dotenv=None)
+    conf = build_spark_conf("local[*]", settings)
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
+    assert "spark.hadoop.fs.s3a.aws.credentials.provider" not in conf
+
+
+def test_k8s_master_sets_executor_image_namespace_and_resources():
+    k8s = K8sOptions("registry/spark:abc", "ml", "spark-sa", executors=6, executor_cores=4,
+                     executor_memory="16g")  # fmt: skip
+    conf = build_spark_conf("k8s://https://kubernetes.default.svc", Settings(), k8s)
+    assert conf["spark.kubernetes.container.image"] == "registry/spark:abc"
+    assert conf["spark.kubernetes.namespace"] == "ml"
+    assert conf["spark.kubernetes.authenticate.driver.serviceAccountName"] == "spark-sa"
+    assert conf["spark.executor.instances"] == "6"
+    assert conf["spark.executor.cores"] == "4"
+    assert conf["spark.executor.memory"] == "16g"
+    assert conf["spark.sql.shuffle.partitions"] == "200"
+    with pytest.raises(ValueError, match="K8sOptions"):
+        build_spark_conf("k8s://https://x", Settings())
+
+
+def test_read_path_decision():
+    assert choose_read_path("/data/raw", s3a_available=True) is ReadPath.LOCAL
+    assert choose_read_path("s3://b/raw/", s3a_available=True) is ReadPath.S3A
+    assert choose_read_path("s3://b/raw/", s3a_available=False) is ReadPath.STAGED
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"label_mode": "stars"}, "star_rating, sentiment"),
+        ({"split": (0.8, 0.1, 0.05)}, "sum to 1"),
+        ({"split": (1.0, 0.0, 0.0)}, "positive"),
+        ({"text_fields": ("product_title",)}, "review_body, review_headline"),
+        ({"spark_master": "yarn"}, "local"),
+    ],
+)
+def test_invalid_config_names_the_problem(kwargs, message):
+    with pytest.raises(ConfigurationError, match=message):
+        IngestConfig(input="x", output="y", **kwargs)
+
+
+def test_input_listing_skips_non_raw_files_and_versions_each_file():
+    files = list_inputs(str(BAD / "rows"), None)
+    names = sorted(Path(f.uri).name for f in files)
+    assert "notes.txt" not in names and "expected.json" not in names
+    assert len(names) == 4
+    assert all(len(f.version) == 64 for f in files)
+
+
+def test_file_checks_name_the_broken_file():
+    assert check_raw_file(BAD / "rows" / "amazon_reviews_us_Empty_v1_00.tsv", "e") == "empty"
+    assert check_raw_file(BAD / "rows" / "amazon_reviews_us_HeaderOnly_v1_00.tsv", "h") == (
+        "header_only"
+    )
+    with pytest.raises(InvalidInput, match=r"Cut_v1_00.tsv.gz: unreadable gzip"):
+        path = BAD / "truncated_gzip" / "amazon_reviews_us_Cut_v1_00.tsv.gz"
+        check_raw_file(path, str(path))
+    with pytest.raises(InvalidInput, match="wrong header"):
+        check_raw_file(BAD / "wrong_header" / "amazon_reviews_us_Swapped_v1_00.tsv", "w")
+    with pytest.raises(InvalidInput, match="does not exist"):
+        list_inputs("/nonexistent/raw", None)
