@@ -235,17 +235,16 @@ def _transform_and_write(
     try:
         with timer.stage("read, parse and quarantine"):
             lines = _read_lines(spark, paths)
-            is_header = F.col("value") == raw_inputs.HEADER
-            is_blank = F.trim(F.col("value")) == ""
-            body = lines.filter(~is_header)
-            stats.blank_lines = 0
-            classified = tr.classify(tr.parse_lines(body.filter(~is_blank)), config.text_fields)
+            body = lines.filter(F.col("value") != raw_inputs.HEADER)
+            classified = tr.classify(tr.parse_lines(body), config.text_fields)
             classified = tr.add_labels(classified, label_map.star_to_label).persist()
             counts = classified.groupBy("reason", "label").count().collect()
-            stats.blank_lines = body.filter(is_blank).count()
         stats.rejected = {reason: 0 for reason in tr.REJECT_REASONS}
         before: dict[int, int] = {}
         for row in counts:
+            if row["reason"] == tr.BLANK:
+                stats.blank_lines += row["count"]
+                continue
             stats.rows_read += row["count"]
             if row["reason"] is None:
                 before[row["label"]] = before.get(row["label"], 0) + row["count"]
@@ -258,7 +257,8 @@ def _transform_and_write(
             stats.rows_read, stats.rows_accepted, {k: v for k, v in stats.rejected.items() if v},
         )  # fmt: skip
         with timer.stage("write rejects"):
-            rejects = classified.filter(F.col("reason").isNotNull()).select(
+            is_reject = F.col("reason").isNotNull() & (F.col("reason") != tr.BLANK)
+            rejects = classified.filter(is_reject).select(
                 "source_file",
                 F.col("_row_id").alias("row_id"),
                 "reason",

@@ -10,10 +10,8 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 
-import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from components.common.schema import RAW_COLUMNS
 
@@ -31,12 +29,14 @@ OUTPUT_COLUMNS = (
     "marketplace", "product_id", "helpful_votes", "total_votes", "vine", "verified_purchase",
 )  # fmt: skip
 SPLIT_NAMES = ("train", "validation", "test")
+# Blank lines (e.g. a trailing empty line) are not rows: counted apart, never rejects.
+BLANK = "_blank"
 
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACE = re.compile(r"\s+")
 # Whitespace, Unicode separators (e.g. U+3000) and control characters.
-_BLANK = r"[\s\p{Z}\p{Cc}]"
+_BLANK_CHARS = r"[\s\p{Z}\p{Cc}]"
 
 
 def clean_text(text: str | None) -> str | None:
@@ -50,9 +50,16 @@ def clean_text(text: str | None) -> str | None:
     return _SPACE.sub(" ", text).strip()
 
 
-@F.pandas_udf(T.StringType())
-def clean_text_udf(texts: pd.Series) -> pd.Series:
-    return texts.map(clean_text)
+def clean_text_column(col: Column) -> Column:
+    """The JVM twin of ``clean_text`` (no Python workers): Spark ships commons-text."""
+    br = r"(?i)<br\s*/?>"
+    text = F.regexp_replace(col, br, " ")
+    text = F.call_function(
+        "reflect", F.lit("org.apache.commons.text.StringEscapeUtils"), F.lit("unescapeHtml4"), text
+    )
+    text = F.regexp_replace(text, br, " ")
+    text = F.regexp_replace(text, r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]", " ")
+    return F.trim(F.regexp_replace(text, r"(?U)\s+", " "))
 
 
 def parse_lines(lines: DataFrame) -> DataFrame:
@@ -85,11 +92,12 @@ def classify(parsed: DataFrame, text_fields: Sequence[str] = ("review_body",)) -
         F.col("review_date").rlike(r"^\d{4}-\d{2}-\d{2}$"), F.to_date("review_date", "yyyy-MM-dd")
     )
     reason = (
-        F.when(~F.is_valid_utf8(F.col("raw_line")), "encoding")
+        F.when(F.trim(F.col("raw_line")) == "", BLANK)
+        .when(~F.is_valid_utf8(F.col("raw_line")), "encoding")
         .when(F.col("_n_fields") != len(RAW_COLUMNS), "field_count")
         .when(star.isNull() | ~star.between(1, 5), "star_rating")
-        .when(F.regexp_replace(F.col("review_body"), _BLANK, "") == "", "empty_body")
-        .when(F.regexp_replace(F.col("_clean_text"), _BLANK, "") == "", "empty_body")
+        .when(F.regexp_replace(F.col("review_body"), _BLANK_CHARS, "") == "", "empty_body")
+        .when(F.regexp_replace(F.col("_clean_text"), _BLANK_CHARS, "") == "", "empty_body")
         .when(date.isNull(), "review_date")
         .when(
             helpful.isNull() | total.isNull() | (helpful < 0) | (total < 0) | (helpful > total),
@@ -97,7 +105,7 @@ def classify(parsed: DataFrame, text_fields: Sequence[str] = ("review_body",)) -
         )
     )
     typed = (
-        parsed.withColumn("_clean_text", clean_text_udf(text))
+        parsed.withColumn("_clean_text", clean_text_column(text))
         .withColumn("reason", reason)
         .withColumn("star_rating", star)
         .withColumn("helpful_votes", helpful)

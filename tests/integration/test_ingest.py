@@ -28,7 +28,23 @@ def _splits(out: Path) -> dict[str, pd.DataFrame]:
 
 
 def test_classify_names_the_first_failing_rule(spark):
-    good = ["US", "1", "R1", "P", "2", "T", "Books", "4", "1", "2", "N", "Y", "H", "fine", "2015-01-02"]
+    good = [
+        "US",
+        "1",
+        "R1",
+        "P",
+        "2",
+        "T",
+        "Books",
+        "4",
+        "1",
+        "2",
+        "N",
+        "Y",
+        "H",
+        "fine",
+        "2015-01-02",
+    ]
 
     def line(**changes) -> str:
         fields = dict(zip(RAW_COLUMNS, good, strict=True)) | changes
@@ -167,3 +183,16 @@ def test_s3_in_and_out_through_the_local_s3_server(stack, settings, storage, tmp
                    for k in keys), name  # fmt: skip
     remote = storage.get_json(out_uri + "stats.json")
     assert remote["splits"] == stats.splits and remote["data_version"] == stats.data_version
+
+
+def test_jvm_cleaning_matches_the_python_reference(spark):
+    from components.ingest.transforms import clean_text, clean_text_column
+
+    samples = [
+        "Great &#34;gift&#34; card", "a<br />b<BR/>c<br>d", "x &amp; y &lt;br /&gt; z",
+        "tabs\tand\u0007bells\n\nand   spaces ", "zero\u200bwidth", "caf&eacute; &#8217;s &#x27;",
+        "\u3000wide\u3000space\u00a0nbsp", "plain text",
+    ]  # fmt: skip
+    df = spark.createDataFrame([(s,) for s in samples], "t string")
+    got = [r[0] for r in df.select(clean_text_column(df["t"])).collect()]
+    assert got == [clean_text(s) for s in samples]

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks; each writes benchmarks/results/<name>.json and a PNG."""
