@@ -11,7 +11,7 @@ from components.common.errors import InvalidInput
 from components.common.schema import RAW_COLUMNS
 from components.ingest.job import IngestConfig, main, run_ingest
 from components.ingest.spark import build_spark_conf, create_session
-from components.ingest.transforms import balance_and_split, classify, parse_lines
+from components.ingest.transforms import classify, parse_lines
 from pipelines.generate import GeneratorConfig, generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
