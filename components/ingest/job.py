@@ -236,9 +236,11 @@ def _transform_and_write(
         with timer.stage("read, parse and quarantine"):
             lines = _read_lines(spark, paths)
             body = lines.filter(F.col("value") != raw_inputs.HEADER)
-            classified = tr.classify(tr.parse_lines(body), config.text_fields)
-            classified = tr.add_labels(classified, label_map.star_to_label).persist()
+            base = tr.classify(tr.parse_lines(body), config.text_fields).persist()
+            classified = tr.add_labels(tr.mark_duplicates(base), label_map.star_to_label)
+            classified = classified.persist()
             counts = classified.groupBy("reason", "label").count().collect()
+            base.unpersist()
         stats.rejected = {reason: 0 for reason in tr.REJECT_REASONS}
         before: dict[int, int] = {}
         for row in counts:

@@ -114,11 +114,34 @@ def classify(parsed: DataFrame, text_fields: Sequence[str] = ("review_body",)) -
         .withColumn("review_body", F.col("_clean_text"))
         .drop("_clean_text")
     )
-    first_valid = Window.partitionBy("review_id").orderBy(F.col("reason").isNotNull(), "_row_id")
-    dup = F.col("reason").isNull() & (F.row_number().over(first_valid) > 1)
-    return typed.withColumn(
-        "reason", F.when(dup, F.lit("duplicate_review_id")).otherwise(F.col("reason"))
+    return typed
+
+
+def mark_duplicates(classified: DataFrame, broadcast_limit: int = 2_000_000) -> DataFrame:
+    """Reject every valid row whose review_id appeared in an earlier valid row.
+
+    Only (review_id, _row_id) of valid rows is shuffled, not the wide rows with their text.
+    """
+    valid = classified.filter(F.col("reason").isNull()).select("review_id", "_row_id")
+    firsts = (
+        valid.groupBy("review_id")
+        .agg(F.min("_row_id").alias("_first"), F.count("*").alias("_n"))
+        .filter(F.col("_n") > 1)
+        .select("review_id", "_first")
     )
+    n_groups = firsts.count()
+    if n_groups == 0:
+        return classified
+    side = F.broadcast(firsts) if n_groups <= broadcast_limit else firsts
+    joined = classified.join(side, "review_id", "left")
+    dup = (
+        F.col("reason").isNull()
+        & F.col("_first").isNotNull()
+        & (F.col("_row_id") != F.col("_first"))
+    )
+    return joined.withColumn(
+        "reason", F.when(dup, F.lit("duplicate_review_id")).otherwise(F.col("reason"))
+    ).drop("_first")
 
 
 def add_labels(df: DataFrame, star_to_label: Mapping[int, int]) -> DataFrame:
@@ -140,6 +163,35 @@ def split_bounds(count: int, fractions: Sequence[float]) -> tuple[int, int]:
     return train, min(count, train + validation)
 
 
+def _order_key(seed: int) -> Column:
+    return F.xxhash64(F.col("review_id"), F.lit(seed))
+
+
+def split_cuts(
+    df: DataFrame, class_counts: Mapping[int, int], fractions: Sequence[float], seed: int,
+    balance: bool,
+) -> dict[int, tuple[int | None, int | None, int | None]]:  # fmt: skip
+    """Per class, the order-key values that end train, validation and the kept rows.
+
+    Ranking happens on (label, key) only; the wide rows are then cut without a shuffle.
+    """
+    keep = min(class_counts.values()) if balance else None
+    wanted: dict[int, tuple[int, int, int]] = {}
+    for label, count in class_counts.items():
+        n = keep if keep is not None else count
+        train_end, val_end = split_bounds(n, fractions)
+        wanted[label] = (train_end, val_end, n)
+    ranks = sorted({r for triple in wanted.values() for r in triple if r > 0})
+    rank = F.row_number().over(Window.partitionBy("label").orderBy("_key"))
+    narrow = df.select("label", _order_key(seed).alias("_key")).withColumn("_rank", rank)
+    rows = narrow.filter(F.col("_rank").isin(ranks)).collect()
+    at = {(r["label"], r["_rank"]): r["_key"] for r in rows}
+    return {
+        label: tuple(at.get((label, r)) if r > 0 else None for r in triple)
+        for label, triple in wanted.items()
+    }
+
+
 def balance_and_split(
     df: DataFrame,
     class_counts: Mapping[int, int],
@@ -149,23 +201,20 @@ def balance_and_split(
 ) -> DataFrame:
     """Undersample every class to the smallest (if ``balance``) and add a stratified ``split``.
 
-    Rows are ranked within their class by a seeded hash of review_id, so the result depends on
-    the seed and the data only, never on partitioning.
+    Rows are ordered within their class by a seeded 64-bit hash of review_id, so the result
+    depends on the seed and the data only, never on partitioning.
     """
-    keep = min(class_counts.values()) if balance else None
-    order = F.xxhash64(F.col("review_id"), F.lit(seed))
-    rank = F.row_number().over(Window.partitionBy("label").orderBy(order, "review_id"))
-    ranked = df.withColumn("_rank", rank)
-    if keep is not None:
-        ranked = ranked.filter(F.col("_rank") <= keep)
+    cuts = split_cuts(df, class_counts, fractions, seed, balance)
+    key = _order_key(seed)
     split = None
-    for label, count in class_counts.items():
-        train_end, val_end = split_bounds(keep if keep is not None else count, fractions)
+    for label, (train_key, val_key, keep_key) in cuts.items():
         this = F.col("label") == label
-        case = (
-            F.when(this & (F.col("_rank") <= train_end), "train")
-            .when(this & (F.col("_rank") <= val_end), "validation")
-            .when(this, "test")
-        )
-        split = case if split is None else F.coalesce(split, case)
-    return ranked.withColumn("split", split).drop("_rank")
+        case = None
+        for cut, name in ((train_key, "train"), (val_key, "validation"), (keep_key, "test")):
+            if cut is None:
+                continue
+            cond = this & (key <= F.lit(cut))
+            case = F.when(cond, name) if case is None else case.when(cond, name)
+        if case is not None:
+            split = case if split is None else F.coalesce(split, case)
+    return df.withColumn("split", split).filter(F.col("split").isNotNull())

@@ -11,7 +11,7 @@ from components.common.errors import InvalidInput
 from components.common.schema import RAW_COLUMNS
 from components.ingest.job import IngestConfig, main, run_ingest
 from components.ingest.spark import build_spark_conf, create_session
-from components.ingest.transforms import classify, parse_lines
+from components.ingest.transforms import classify, mark_duplicates, parse_lines
 from pipelines.generate import GeneratorConfig, generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -61,7 +61,7 @@ def test_classify_names_the_first_failing_rule(spark):
     ]
     rows = [(i, "f", text) for i, (text, _) in enumerate(cases)]
     df = spark.createDataFrame(rows, "_row_id long, source_file string, value string")
-    got = {r["_row_id"]: r["reason"] for r in classify(parse_lines(df)).collect()}
+    got = {r["_row_id"]: r["reason"] for r in mark_duplicates(classify(parse_lines(df))).collect()}
     assert [got[i] for i in range(len(cases))] == [reason for _, reason in cases]
 
 

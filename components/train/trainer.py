@@ -1,0 +1,479 @@
+"""The training loop: DDP, accumulation, clipping, mixed precision, checkpoints, MLflow."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Subset
+
+from components.common.inference import LABEL_MAP_FILE
+from components.common.metrics import metrics_from_confusion
+from components.common.schema import LabelMap, label_map_for
+from components.train import distributed as du
+from components.train.checkpoint import CheckpointStore
+from components.train.config import TrainConfig
+from components.train.data import (
+    PadCollator,
+    ShardedSampler,
+    TokenizedDataset,
+    eval_shard,
+    fetch_dir,
+    read_split,
+    train_wordpiece,
+)
+from components.train.model import build_small_bert, load_pretrained, resolve_pretrained
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores besides the weights and optimizer."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done_in_epoch: int = 0
+    best_accuracy: float = -1.0
+    evals_without_improvement: int = 0
+    mlflow_run_id: str | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    if requested != "auto":
+        if requested in ("bf16", "fp16") and device.type != "cuda":
+            logger.warning("%s requested on CPU; training in fp32", requested)
+            return "fp32"
+        return requested
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def load_label_map(data_dir: Path) -> LabelMap:
+    """The label map the ingest step wrote (stats.json), never a hard-coded one."""
+    stats = data_dir / "stats.json"
+    if stats.exists():
+        return LabelMap.from_dict(json.loads(stats.read_text())["label_map"])
+    logger.warning("%s not found; assuming 5 star-rating classes", stats)
+    return label_map_for("star_rating")
+
+
+def _rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather_objects(obj: Any, ctx: du.DistContext) -> list[Any]:
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class Trainer:
+    """One training run; ``run()`` returns the results that also go to results.json."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.cfg = config
+        self.ctx = du.init_distributed()
+        seed_everything(config.seed + self.ctx.rank)
+        self.work = Path(tempfile.mkdtemp(prefix=f"rc-train-r{self.ctx.rank}-"))
+        self.store = CheckpointStore(config.checkpoint_uri, config.run_id)
+        self.precision = resolve_precision(config.precision, self.ctx.device)
+        self.state = TrainState()
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _tokenizer_and_model(self, label_map: LabelMap, train_texts: list[str]) -> tuple:
+        cfg, ctx = self.cfg, self.ctx
+        if cfg.model_name_or_path:
+            shared = Path(tempfile.gettempdir()) / f"rc-model-{cfg.run_id}"
+            if ctx.local_rank == 0:
+                resolve_pretrained(cfg.model_name_or_path, shared)  # downloaded once per node
+            du.barrier(ctx)
+            return load_pretrained(resolve_pretrained(cfg.model_name_or_path, shared), label_map)
+        if ctx.is_main and not self.store.has_tokenizer():
+            logger.info("training a WordPiece tokenizer (vocab %d) on %d reviews",
+                        cfg.vocab_size, len(train_texts))  # fmt: skip
+            self.store.save_tokenizer(
+                train_wordpiece(train_texts, cfg.vocab_size, cfg.max_seq_length)
+            )
+        du.barrier(ctx)
+        tokenizer = self.store.load_tokenizer(self.work / "tokenizer")
+        model = build_small_bert(
+            len(tokenizer), cfg.num_layers, cfg.hidden_size, cfg.num_heads, label_map,
+            pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+        return tokenizer, model
+
+    def _loader(self, dataset: TokenizedDataset, micro_batch: int) -> tuple[DataLoader, Any]:
+        sampler = ShardedSampler(
+            dataset.lengths, self.ctx.rank, self.ctx.world_size, self.cfg.seed, micro_batch,
+            self.cfg.group_by_length,
+        )  # fmt: skip
+        loader = DataLoader(
+            dataset, batch_size=micro_batch, sampler=sampler, drop_last=True,
+            collate_fn=self.collate, num_workers=self.cfg.num_workers,
+            pin_memory=self.ctx.device.type == "cuda",
+        )  # fmt: skip
+        return loader, sampler
+
+    def _optimizer(self, model: torch.nn.Module, total_steps: int) -> tuple:
+        from transformers import get_linear_schedule_with_warmup
+
+        decay, no_decay = [], []
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": self.cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        fused = self.ctx.device.type == "cuda"
+        optimizer = torch.optim.AdamW(groups, lr=self.cfg.learning_rate, fused=fused)
+        warmup = int(total_steps * self.cfg.warmup_ratio)
+        return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+    # ---- evaluation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, dataset: TokenizedDataset, batch: int) -> dict:
+        """Loss, accuracy and macro-F1 on ``dataset``, reduced over every rank."""
+        model.eval()
+        shard = Subset(dataset, eval_shard(len(dataset), self.ctx.rank, self.ctx.world_size))
+        loader = DataLoader(shard, batch_size=batch, collate_fn=self.collate)
+        n = self.num_labels
+        cm = torch.zeros((n, n), dtype=torch.float64)
+        loss_sum = torch.zeros(1, dtype=torch.float64)
+        for inputs in loader:
+            inputs = {k: v.to(self.ctx.device, non_blocking=True) for k, v in inputs.items()}
+            with self.autocast():
+                out = model(**inputs)
+            loss_sum += float(out.loss) * len(inputs["labels"])
+            preds = out.logits.argmax(-1).cpu()
+            cm.index_put_((inputs["labels"].cpu(), preds), torch.ones(len(preds), dtype=cm.dtype),
+                          accumulate=True)  # fmt: skip
+        cm = du.all_reduce_sum(cm.to(self.ctx.device), self.ctx).cpu()
+        loss_sum = du.all_reduce_sum(loss_sum.to(self.ctx.device), self.ctx).cpu()
+        model.train()
+        metrics = metrics_from_confusion(cm.numpy())
+        return {
+            "val_loss": float(loss_sum.item() / max(1, cm.sum().item())),
+            "val_accuracy": metrics["accuracy"],
+            "val_macro_f1": metrics["macro_f1"],
+        }
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.ctx.device.type, dtype=dtype)
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def _checkpoint(self, model, optimizer, scheduler, scaler) -> None:
+        rng = _gather_objects(_rng_state(), self.ctx)
+        if self.ctx.is_main:
+            state = {
+                "model": _unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler else None,
+                "rng": rng,
+                "train_state": asdict(self.state),
+                "config": asdict(self.cfg),
+                "world_size": self.ctx.world_size,
+            }
+            self.store.save(self.state.step, state)
+        du.barrier(self.ctx)
+
+    def _resume(self, model, optimizer, scheduler, scaler) -> int | None:
+        step = self.store.latest()
+        if step is None:
+            return None
+        state = self.store.load(step)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        self.state = TrainState(**state["train_state"])
+        if state.get("world_size") == self.ctx.world_size:
+            _set_rng_state(state["rng"][self.ctx.rank])
+        logger.info("resumed from checkpoint step %d (epoch %d)", step, self.state.epoch)
+        return step
+
+    # ---- MLflow -------------------------------------------------------------------------
+    def _mlflow_start(self, params: dict) -> Any:
+        if not (self.cfg.mlflow and self.ctx.is_main):
+            return None
+        import mlflow
+
+        from components.common.settings import Settings
+
+        mlflow.set_experiment(self.cfg.experiment or Settings.from_env().mlflow_experiment)
+        run = mlflow.start_run(run_id=self.state.mlflow_run_id, run_name=self.cfg.run_id)
+        if self.state.mlflow_run_id is None:
+            mlflow.log_params(params)
+            mlflow.set_tags({"run_id": self.cfg.run_id, "stage": "train"})
+        self.state.mlflow_run_id = run.info.run_id
+        return mlflow
+
+    # ---- the run ------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg, ctx = self.cfg, self.ctx
+        t0 = time.perf_counter()
+        data_dir = fetch_dir(cfg.data, self.work / "data")
+        label_map = load_label_map(data_dir)
+        self.num_labels = label_map.num_labels
+        train_df = read_split(data_dir, "train")
+        val_df = read_split(data_dir, "validation", cfg.max_eval_rows)
+        tokenizer, model = self._tokenizer_and_model(label_map, train_df["review_body"].tolist())
+        self.collate = PadCollator(tokenizer.pad_token_id)
+        train_ds = TokenizedDataset(train_df["review_body"].tolist(), train_df["label"].tolist(),
+                                    tokenizer, cfg.max_seq_length)  # fmt: skip
+        val_ds = TokenizedDataset(val_df["review_body"].tolist(), val_df["label"].tolist(),
+                                  tokenizer, cfg.max_seq_length)  # fmt: skip
+        micro = cfg.batch_size // (ctx.world_size * cfg.grad_accum)
+        if micro < 1:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} is smaller than world size x grad_accum "
+                f"({ctx.world_size} x {cfg.grad_accum})"
+            )
+        loader, sampler = self._loader(train_ds, micro)
+        steps_per_epoch = len(loader) // cfg.grad_accum
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"{len(train_ds)} training rows make no full batch of {cfg.batch_size}"
+            )
+        total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        model.to(ctx.device)
+        optimizer, scheduler = self._optimizer(model, total_steps)
+        scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        resumed_from = self._resume(model, optimizer, scheduler, scaler)
+        if cfg.compile:
+            model = torch.compile(model)
+        if ctx.distributed:
+            model = DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+        params = {**asdict(cfg), "world_size": ctx.world_size, "precision": self.precision,
+                  "train_rows": len(train_ds), "val_rows": len(val_ds), "micro_batch": micro,
+                  "total_steps": total_steps}  # fmt: skip
+        mlflow = self._mlflow_start(params)
+        logger.info(
+            "training: %d train / %d val rows, %d labels, world %d, micro-batch %d x accum %d = "
+            "%d, %d steps (%d/epoch), precision %s, device %s%s",
+            len(train_ds), len(val_ds), self.num_labels, ctx.world_size, micro, cfg.grad_accum,
+            micro * ctx.world_size * cfg.grad_accum, total_steps, steps_per_epoch,
+            self.precision, ctx.device,
+            f", resuming at step {resumed_from}" if resumed_from is not None else "",
+        )  # fmt: skip
+        steps_this_attempt = self._loop(model, loader, sampler, optimizer, scheduler, scaler,
+                                         val_ds, micro, total_steps, steps_per_epoch, mlflow)  # fmt: skip
+        final = (
+            self.state.history[-1] if self.state.history else self.evaluate(model, val_ds, micro)
+        )
+        results = {
+            "run_id": cfg.run_id,
+            "mlflow_run_id": self.state.mlflow_run_id,
+            "steps": self.state.step,
+            "total_steps": total_steps,
+            "resumed_from_step": resumed_from,
+            "steps_this_attempt": steps_this_attempt,
+            "best_val_accuracy": self.state.best_accuracy,
+            "final": final,
+            "history": self.state.history,
+            "world_size": ctx.world_size,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        if ctx.is_main:
+            self._save_final(model, tokenizer, label_map, results, mlflow)
+        du.barrier(ctx)
+        du.shutdown(ctx)
+        return results
+
+    def _loop(self, model, loader, sampler, optimizer, scheduler, scaler, val_ds, micro,
+              total_steps, steps_per_epoch, mlflow) -> int:  # fmt: skip
+        cfg, ctx, st = self.cfg, self.ctx, self.state
+        model.train()
+        done_this_attempt = 0
+        samples_since, t_since = 0, time.perf_counter()
+        while st.step < total_steps:
+            sampler.set_epoch(st.epoch)
+            skip = st.batches_done_in_epoch * cfg.grad_accum  # micro-batches already trained
+            accum_loss = 0.0
+            for index, batch in enumerate(loader):
+                if index < skip:
+                    continue
+                batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
+                last_micro = (index + 1) % cfg.grad_accum == 0
+                sync = (
+                    contextlib.nullcontext()
+                    if last_micro or not ctx.distributed
+                    else model.no_sync()
+                )
+                with sync:
+                    with self.autocast():
+                        loss = model(**batch).loss / cfg.grad_accum
+                    (scaler.scale(loss) if scaler else loss).backward()
+                accum_loss += float(loss.detach())
+                if not last_micro:
+                    continue
+                if scaler:
+                    scaler.unscale_(optimizer)
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                st.step += 1
+                st.batches_done_in_epoch += 1
+                done_this_attempt += 1
+                samples_since += micro * cfg.grad_accum * ctx.world_size
+                if st.step % cfg.log_every == 0 or st.step == total_steps:
+                    elapsed = time.perf_counter() - t_since
+                    loss_t = du.all_reduce_sum(torch.tensor([accum_loss], device=ctx.device), ctx)
+                    rate = samples_since / max(elapsed, 1e-9)
+                    if ctx.is_main:
+                        lr = scheduler.get_last_lr()[0]
+                        logger.info("step %d/%d loss %.4f lr %.2e %.0f samples/s",
+                                    st.step, total_steps, loss_t.item() / ctx.world_size, lr, rate)  # fmt: skip
+                        if mlflow:
+                            mlflow.log_metrics({"train_loss": loss_t.item() / ctx.world_size,
+                                                "learning_rate": lr, "samples_per_s": rate},
+                                               step=st.step)  # fmt: skip
+                    samples_since, t_since = 0, time.perf_counter()
+                accum_loss = 0.0
+                stop = False
+                if cfg.eval_every and st.step % cfg.eval_every == 0:
+                    stop = self._after_eval(model, val_ds, micro, mlflow)
+                if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
+                    self._checkpoint(model, optimizer, scheduler, scaler)
+                if stop or st.step >= total_steps:
+                    if stop:
+                        total_steps = st.step
+                    break
+            else:
+                # a full pass over the data: the epoch ends
+                st.epoch += 1
+                st.batches_done_in_epoch = 0
+                stop = False
+                if not cfg.eval_every:
+                    stop = self._after_eval(model, val_ds, micro, mlflow)
+                self._checkpoint(model, optimizer, scheduler, scaler)
+                if stop:
+                    break
+                continue
+            break
+        if not st.history or st.history[-1]["step"] != st.step:
+            self._after_eval(model, val_ds, micro, mlflow)
+        return done_this_attempt
+
+    def _after_eval(self, model, val_ds, micro, mlflow) -> bool:
+        """Evaluate, log, track the best model; True when early stopping says stop."""
+        st, cfg = self.state, self.cfg
+        metrics = {**self.evaluate(model, val_ds, micro), "step": st.step, "epoch": st.epoch}
+        st.history.append(metrics)
+        if self.ctx.is_main:
+            logger.info("eval step %d: %s", st.step,
+                        {k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")})  # fmt: skip
+            if mlflow:
+                mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("val_")},
+                                   step=st.step)  # fmt: skip
+        if metrics["val_accuracy"] > st.best_accuracy:
+            st.best_accuracy = metrics["val_accuracy"]
+            st.evals_without_improvement = 0
+            if self.ctx.is_main:
+                self.best_weights = {k: v.detach().cpu().clone()
+                                     for k, v in _unwrap(model).state_dict().items()}  # fmt: skip
+        else:
+            st.evals_without_improvement += 1
+        patience = cfg.early_stopping_patience
+        return bool(patience and st.evals_without_improvement >= patience)
+
+    def _save_final(self, model, tokenizer, label_map: LabelMap, results: dict, mlflow) -> None:
+        out = Path(self.cfg.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        final = _unwrap(model)
+        best = getattr(self, "best_weights", None)
+        if best is not None:
+            final.load_state_dict(best)  # early stopping keeps the best evaluation's weights
+        final.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / LABEL_MAP_FILE).write_text(
+            json.dumps({**label_map.to_dict(), "max_seq_length": self.cfg.max_seq_length}, indent=2)
+        )
+        if mlflow:
+            from components.train.mlflow_model import log_model
+
+            info = log_model(out)
+            results["mlflow_model_uri"] = info.model_uri
+            results["model_artifact_uri"] = (
+                info.artifact_path if hasattr(info, "artifact_path") else None
+            )
+            mlflow.log_metrics({"best_val_accuracy": self.state.best_accuracy,
+                                "train_seconds": results["seconds"]})  # fmt: skip
+            mlflow.log_dict(results, "results.json")
+            mlflow.end_run()
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    model = model.module if isinstance(model, DDP) else model
+    return getattr(model, "_orig_mod", model)
+
+
+def run_training(config: TrainConfig) -> dict:
+    return Trainer(config).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from components.common.errors import PlatformError
+    from components.common.logs import configure_logging
+    from components.train.config import parse_args
+
+    configure_logging(rank=int(os.environ.get("RANK", "0")))
+    try:
+        results = run_training(parse_args(argv))
+    except (PlatformError, ValueError) as e:
+        print(f"train failed: {e}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: results[k] for k in ("steps", "best_val_accuracy", "mlflow_run_id")}))
+    return 0
