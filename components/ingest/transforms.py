@@ -36,7 +36,7 @@ _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACE = re.compile(r"\s+")
 # Whitespace, Unicode separators (e.g. U+3000) and control characters.
-_BLANK_CHARS = r"[\s\p{Z}\p{Cc}]"
+_ALL_BLANK = r"^[\s\p{Z}\p{Cc}]*$"
 
 
 def clean_text(text: str | None) -> str | None:
@@ -53,26 +53,33 @@ def clean_text(text: str | None) -> str | None:
 def clean_text_column(col: Column) -> Column:
     """The JVM twin of ``clean_text`` (no Python workers): Spark ships commons-text."""
     br = r"(?i)<br\s*/?>"
-    text = F.regexp_replace(col, br, " ")
-    text = F.call_function(
+    # The real files' common entity by plain replacement; the general decoder (Java
+    # reflection, slow) runs only on bodies with another entity left.
+    text = F.replace(F.regexp_replace(col, br, " "), F.lit("&#34;"), F.lit('"'))
+    unescaped = F.call_function(
         "reflect", F.lit("org.apache.commons.text.StringEscapeUtils"), F.lit("unescapeHtml4"), text
     )
-    text = F.regexp_replace(text, br, " ")
-    text = F.regexp_replace(text, r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]", " ")
-    return F.trim(F.regexp_replace(text, r"(?U)\s+", " "))
+    # Only bodies with an entity pay for unescaping (and for tags that entities encoded).
+    entity = text.rlike(r"&(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+    text = F.when(entity, F.regexp_replace(unescaped, br, " ")).otherwise(text)
+    # One pass for control characters and whitespace runs.
+    blank = r"(?U)[\s\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]+"
+    return F.trim(F.regexp_replace(text, blank, " "))
 
 
 def parse_lines(lines: DataFrame) -> DataFrame:
     """Split raw lines (``value``, ``source_file``, ``_row_id``) into the 15 string fields."""
-    parts = F.split(F.col("value"), "\t", -1)
-    fields = [
-        F.when(F.size(parts) == len(RAW_COLUMNS), parts.getItem(i)).alias(name)
-        for i, name in enumerate(RAW_COLUMNS)
-    ]
-    return lines.select(
+    # Split once; the projection below reads the array (Spark keeps the two projects apart
+    # rather than repeating a non-cheap expression per field).
+    split = lines.select(
         "_row_id", "source_file", F.col("value").alias("raw_line"),
-        F.size(parts).alias("_n_fields"), *fields,
+        F.split(F.col("value"), "\t", -1).alias("_parts"),
     )  # fmt: skip
+    ok = F.size("_parts") == len(RAW_COLUMNS)
+    fields = [F.when(ok, F.col("_parts")[i]).alias(name) for i, name in enumerate(RAW_COLUMNS)]
+    return split.select(
+        "_row_id", "source_file", "raw_line", F.size("_parts").alias("_n_fields"), *fields
+    )
 
 
 def _int_or_null(col: str) -> Column:
@@ -92,12 +99,12 @@ def classify(parsed: DataFrame, text_fields: Sequence[str] = ("review_body",)) -
         F.col("review_date").rlike(r"^\d{4}-\d{2}-\d{2}$"), F.to_date("review_date", "yyyy-MM-dd")
     )
     reason = (
-        F.when(F.trim(F.col("raw_line")) == "", BLANK)
+        F.when(F.col("raw_line").rlike(r"^\s*$"), BLANK)
         .when(~F.is_valid_utf8(F.col("raw_line")), "encoding")
         .when(F.col("_n_fields") != len(RAW_COLUMNS), "field_count")
         .when(star.isNull() | ~star.between(1, 5), "star_rating")
-        .when(F.regexp_replace(F.col("review_body"), _BLANK_CHARS, "") == "", "empty_body")
-        .when(F.regexp_replace(F.col("_clean_text"), _BLANK_CHARS, "") == "", "empty_body")
+        .when(F.col("review_body").rlike(_ALL_BLANK), "empty_body")
+        .when(F.col("_clean_text") == "", "empty_body")
         .when(date.isNull(), "review_date")
         .when(
             helpful.isNull() | total.isNull() | (helpful < 0) | (total < 0) | (helpful > total),
