@@ -25,3 +25,22 @@ def bert_vocab_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"bert-base-uncased tokenizer not found at {path} (set SHARED_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def crds_dir() -> Path:
+    path = Path(os.environ.get("CRDS_DIR", ROOT.parent / "shared" / "crds"))
+    if not path.is_dir():
+        pytest.skip(f"upstream CRDs not found at {path} (set CRDS_DIR or run `make crds`)")
+    return path
+
+
+def crd_schema(crds_dir: Path, filename: str, version: str) -> dict:
+    """The openAPIV3Schema of one version of an upstream CRD."""
+    import yaml
+
+    crd = yaml.safe_load((crds_dir / filename).read_text())
+    for v in crd["spec"]["versions"]:
+        if v["name"] == version:
+            return v["schema"]["openAPIV3Schema"]
+    raise KeyError(f"{filename} has no version {version}")

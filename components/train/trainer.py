@@ -298,8 +298,19 @@ class Trainer:
             self.precision, ctx.device,
             f", resuming at step {resumed_from}" if resumed_from is not None else "",
         )  # fmt: skip
-        steps_this_attempt = self._loop(model, loader, sampler, optimizer, scheduler, scaler,
-                                         val_ds, micro, total_steps, steps_per_epoch, mlflow)  # fmt: skip
+        steps_this_attempt = self._loop(
+            model,
+            loader,
+            sampler,
+            optimizer,
+            scheduler,
+            scaler,
+            val_ds,
+            micro,
+            total_steps,
+            steps_per_epoch,
+            mlflow,
+        )
         final = (
             self.state.history[-1] if self.state.history else self.evaluate(model, val_ds, micro)
         )
@@ -370,8 +381,14 @@ class Trainer:
                     rate = samples_since / max(elapsed, 1e-9)
                     if ctx.is_main:
                         lr = scheduler.get_last_lr()[0]
-                        logger.info("step %d/%d loss %.4f lr %.2e %.0f samples/s",
-                                    st.step, total_steps, loss_t.item() / ctx.world_size, lr, rate)  # fmt: skip
+                        logger.info(
+                            "step %d/%d loss %.4f lr %.2e %.0f samples/s",
+                            st.step,
+                            total_steps,
+                            loss_t.item() / ctx.world_size,
+                            lr,
+                            rate,
+                        )
                         if mlflow:
                             mlflow.log_metrics({"train_loss": loss_t.item() / ctx.world_size,
                                                 "learning_rate": lr, "samples_per_s": rate},
@@ -409,8 +426,11 @@ class Trainer:
         metrics = {**self.evaluate(model, val_ds, micro), "step": st.step, "epoch": st.epoch}
         st.history.append(metrics)
         if self.ctx.is_main:
-            logger.info("eval step %d: %s", st.step,
-                        {k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")})  # fmt: skip
+            logger.info(
+                "eval step %d: %s",
+                st.step,
+                {k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")},
+            )
             if mlflow:
                 mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("val_")},
                                    step=st.step)  # fmt: skip

@@ -1,0 +1,175 @@
+"""Training for real: torchrun with gloo across processes, S3 checkpoints, MLflow."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+
+from components.common.inference import Classifier
+from components.common.schema import label_map_for
+from components.ingest.job import IngestConfig, run_ingest
+from components.train.launch import torchrun_argv
+from components.train.model import build_small_bert
+from pipelines.generate import GeneratorConfig, generate
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+FAST = [
+    "--batch-size",
+    "32",
+    "--learning-rate",
+    "1e-3",
+    "--log-every",
+    "10",
+    "--warmup-ratio",
+    "0.05",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, float]:
+    """Ingested splits of generated reviews, and the generator's accuracy ceiling."""
+    raw = tmp_path_factory.mktemp("raw")
+    manifest = generate(GeneratorConfig(rows=24_000, seed=3), raw)
+    out = tmp_path_factory.mktemp("splits")
+    run_ingest(IngestConfig(input=str(raw), output=str(out)))
+    return out, manifest.max_accuracy
+
+
+def _train(nproc: int, args: list[str], tmp: Path, max_restarts: int = 0) -> subprocess.Popen:
+    argv = torchrun_argv(nproc, args, max_restarts=max_restarts)
+    log = tmp / f"torchrun-{nproc}-{time.time_ns()}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+    proc.log_path = log
+    return proc
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> None:
+    code = proc.wait(timeout=timeout)
+    assert code == 0, proc.log_path.read_text()[-4000:]
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def two_process_run(data, stack, tmp_path_factory) -> dict:
+    splits, ceiling = data
+    tmp = tmp_path_factory.mktemp("ddp2")
+    args = ["--data", str(splits), "--output-dir", str(tmp / "model"), "--run-id", "ddp2",
+            "--checkpoint-uri", str(tmp / "ckpt"), "--max-steps", "150", "--eval-every", "75",
+            "--experiment", "train-tests", *FAST]  # fmt: skip
+    proc = _train(2, args, tmp)
+    _finish(proc)
+    return {"results": _results(tmp / "model"), "model": tmp / "model", "ceiling": ceiling}
+
+
+def test_two_gloo_processes_learn_to_near_the_ceiling(two_process_run):
+    results = two_process_run["results"]
+    assert results["world_size"] == 2 and results["steps"] == 150
+    assert results["best_val_accuracy"] >= 0.9 * two_process_run["ceiling"], results["history"]
+
+
+def test_training_is_tracked_in_mlflow(two_process_run, stack):
+    results = two_process_run["results"]
+    client = mlflow.MlflowClient(stack.mlflow_uri)
+    run = client.get_run(results["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["world_size"] == "2" and run.data.params["max_seq_length"] == "64"
+    losses = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in losses][-1] == 150 and len(losses) == 15
+    for key in ("val_accuracy", "val_macro_f1", "val_loss", "samples_per_s", "learning_rate"):
+        assert key in run.data.metrics
+    model = mlflow.pyfunc.load_model(results["mlflow_model_uri"])
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"review_body": ["Absolutely love it, simply perfect."]}))
+    assert out["star_rating"].iloc[0] in range(1, 6)
+
+
+def test_saved_model_predicts_star_ratings(two_process_run):
+    clf = Classifier(two_process_run["model"])
+    assert clf.labels == ["1", "2", "3", "4", "5"]
+    best = clf.predict(["Absolutely love it. Simply perfect, fantastic quality."])[0]
+    worst = clf.predict(["A complete waste of money. It is garbage, do not buy this."])[0]
+    assert best.star_rating > worst.star_rating
+    assert abs(sum(best.probabilities.values()) - 1) < 1e-4
+
+
+def test_one_and_two_processes_agree_within_two_points(data, two_process_run, tmp_path):
+    splits, _ = data
+    args = ["--data", str(splits), "--output-dir", str(tmp_path / "model"), "--run-id", "ddp1",
+            "--checkpoint-uri", str(tmp_path / "ckpt"), "--max-steps", "150", "--eval-every", "75",
+            "--no-mlflow", *FAST]  # fmt: skip
+    _finish(_train(1, args, tmp_path))
+    one = _results(tmp_path / "model")["final"]["val_accuracy"]
+    two = two_process_run["results"]["final"]["val_accuracy"]
+    assert abs(one - two) <= 0.02, (one, two)
+
+
+def _kill_rank_1_after_first_checkpoint(proc: subprocess.Popen, storage, prefix: str) -> dict:
+    seen: dict = {}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        keys = [o.key for o in storage.list_objects(prefix)]
+        done = sorted(k for k in keys if k.endswith("/COMPLETE") and "/step-" in k)
+        if done:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                try:
+                    if child.environ().get("RANK") == "1" and "components.train" in child.cmdline():
+                        child.kill()
+                        seen["killed_after"] = done[-1]
+                        return seen
+                except psutil.Error:
+                    continue
+        time.sleep(0.1)
+    return seen
+
+
+def test_sigkill_a_worker_and_resume_from_the_s3_checkpoint(
+    data, stack, settings, storage, tmp_path
+):
+    splits, _ = data
+    ckpt = f"s3://{settings.data_bucket}/tests/checkpoints"
+    args = ["--data", str(splits), "--output-dir", str(tmp_path / "model"), "--run-id", "killme",
+            "--checkpoint-uri", ckpt, "--max-steps", "60", "--checkpoint-every", "20",
+            "--experiment", "train-tests", *FAST]  # fmt: skip
+    proc = _train(2, args, tmp_path, max_restarts=1)
+    seen = _kill_rank_1_after_first_checkpoint(proc, storage, ckpt + "/killme/")
+    _finish(proc)
+    assert seen, "the first checkpoint never appeared"
+    results = _results(tmp_path / "model")
+    assert results["steps"] == 60
+    assert results["resumed_from_step"] in (20, 40), results
+    assert results["steps_this_attempt"] == 60 - results["resumed_from_step"]
+    history = mlflow.MlflowClient(stack.mlflow_uri).get_metric_history(
+        results["mlflow_run_id"], "train_loss"
+    )
+    assert max(m.step for m in history) == 60  # the resumed run continued the same MLflow run
+
+
+def test_pretrained_directory_with_the_real_vocabulary(bert_vocab_dir, data, tmp_path):
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import AutoTokenizer
+
+    splits, _ = data
+    base = tmp_path / "base"
+    tokenizer = AutoTokenizer.from_pretrained(str(bert_vocab_dir))
+    model = build_small_bert(len(tokenizer), 2, 64, 2, label_map_for("star_rating"))
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    args = ["--data", str(splits), "--output-dir", str(tmp_path / "model"), "--run-id", "vocab",
+            "--checkpoint-uri", str(tmp_path / "ckpt"), "--model-name-or-path", str(base),
+            "--max-steps", "5", "--no-mlflow", *FAST]  # fmt: skip
+    _finish(_train(1, args, tmp_path))
+    clf = Classifier(tmp_path / "model")
+    assert clf.model.config.vocab_size == 30522
+    reference = BertWordPieceTokenizer(str(bert_vocab_dir / "vocab.txt"), lowercase=True)
+    text = "The &#34;gift card&#34; arrived unbelievably quickly, 5 stars!"
+    assert clf.tokenizer(text)["input_ids"] == reference.encode(text).ids
