@@ -1,7 +1,6 @@
 """Training for real: torchrun with gloo across processes, S3 checkpoints, MLflow."""
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -12,46 +11,17 @@ import pytest
 
 from components.common.inference import Classifier
 from components.common.schema import label_map_for
-from components.ingest.job import IngestConfig, run_ingest
-from components.train.launch import torchrun_argv
 from components.train.model import build_small_bert
-from pipelines.generate import GeneratorConfig, generate
+from tests.integration.conftest import FAST_TRAIN, finish, run_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-FAST = [
-    "--batch-size",
-    "32",
-    "--learning-rate",
-    "1e-3",
-    "--log-every",
-    "10",
-    "--warmup-ratio",
-    "0.05",
-]
+FAST = FAST_TRAIN
+_train, _finish = run_training, finish
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> tuple[Path, float]:
-    """Ingested splits of generated reviews, and the generator's accuracy ceiling."""
-    raw = tmp_path_factory.mktemp("raw")
-    manifest = generate(GeneratorConfig(rows=24_000, seed=3), raw)
-    out = tmp_path_factory.mktemp("splits")
-    run_ingest(IngestConfig(input=str(raw), output=str(out)))
-    return out, manifest.max_accuracy
-
-
-def _train(nproc: int, args: list[str], tmp: Path, max_restarts: int = 0) -> subprocess.Popen:
-    argv = torchrun_argv(nproc, args, max_restarts=max_restarts)
-    log = tmp / f"torchrun-{nproc}-{time.time_ns()}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
-    proc.log_path = log
-    return proc
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 600) -> None:
-    code = proc.wait(timeout=timeout)
-    assert code == 0, proc.log_path.read_text()[-4000:]
+def data(splits):
+    return splits
 
 
 def _results(out: Path) -> dict:

@@ -1,0 +1,84 @@
+"""KFP interface of the evaluate stage: metrics, confusion matrix, gate decision, registry."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.common.images import image
+
+
+@dsl.component(base_image=image("train"), install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    train_data: Input[Dataset],
+    test_data: Input[Dataset],
+    ingest_stats: Input[Artifact],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    evaluation: Output[Artifact],
+    report: Output[HTML],
+    mlflow_run_id: str,
+    kfp_run_id: str,
+    min_accuracy: float = 0.45,
+    min_gain_over_baseline: float = 0.0,
+    max_regression: float = 0.01,
+    register: bool = True,
+) -> NamedTuple(
+    "Outputs",
+    [("deploy", bool), ("registered_version", str), ("model_storage_uri", str),
+     ("accuracy", float), ("gate_message", str)],
+):  # fmt: skip
+    """Score the model, a TF-IDF baseline and the champion; register on a passing gate."""
+    import base64
+    import os
+    import shutil
+    import tempfile
+    from collections import namedtuple
+    from pathlib import Path
+
+    from components.common.logs import configure_logging
+    from components.evaluate.gate import GateConfig
+    from components.evaluate.job import EvalConfig, run_evaluation
+
+    configure_logging()
+    data = Path(tempfile.mkdtemp(prefix="eval-data-"))
+    os.symlink(train_data.path, data / "train")
+    os.symlink(test_data.path, data / "test")
+    shutil.copy(ingest_stats.path, data / "stats.json")
+    out = Path(tempfile.mkdtemp(prefix="eval-out-"))
+    result = run_evaluation(
+        EvalConfig(
+            model_dir=model.path, data=str(data), output_dir=str(out),
+            model_uri=model.metadata.get("mlflow_model_uri") or "", mlflow_run_id=mlflow_run_id,
+            register=register, kfp_run_id=kfp_run_id,
+            gate=GateConfig(min_accuracy, min_gain_over_baseline, max_regression),
+        )
+    )  # fmt: skip
+    shutil.copy(out / "evaluation.json", evaluation.path)
+    ours = result["model"]
+    confusion.log_confusion_matrix(ours["labels"], ours["confusion_matrix"])
+    metrics.log_metric("accuracy", ours["accuracy"])
+    metrics.log_metric("macro_f1", ours["macro_f1"])
+    metrics.log_metric("ece", ours["ece"])
+    metrics.log_metric("baseline_accuracy", result["baseline"]["accuracy"])
+    if result["champion"]:
+        metrics.log_metric("champion_accuracy", result["champion"]["metrics"]["accuracy"])
+    metrics.log_metric("gate_passed", float(result["gate"]["passed"]))
+    png = base64.b64encode((out / "confusion_matrix.png").read_bytes()).decode()
+    rows = "".join(f"<li>{c['detail']}: {'pass' if c['passed'] else 'FAIL'}</li>"
+                   for c in result["gate"]["checks"])  # fmt: skip
+    Path(report.path).write_text(
+        f"<h2>{result['gate']['message']}</h2><ul>{rows}</ul>"
+        f"<img src='data:image/png;base64,{png}'/>"
+    )
+    evaluation.metadata.update({"gate": result["gate"]["message"]})
+    outputs = namedtuple(
+        "Outputs",
+        ["deploy", "registered_version", "model_storage_uri", "accuracy", "gate_message"],
+    )
+    return outputs(
+        bool(result["gate"]["passed"] and result["registered_version"]),
+        result["registered_version"] or "", result["model_storage_uri"] or "",
+        float(ours["accuracy"]), result["gate"]["message"],
+    )  # fmt: skip

@@ -1,0 +1,197 @@
+"""The evaluate step: score the trained model, a baseline and the champion; gate; register.
+
+Usage: ``python -m components.evaluate --model-dir DIR --data DIR --output-dir DIR
+[--model-uri models:/m-...] [--mlflow-run-id ID] [--min-accuracy 0.45] ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.common.errors import PlatformError
+from components.common.inference import Classifier
+from components.common.logs import configure_logging
+from components.common.schema import LabelMap
+from components.common.settings import Settings
+from components.evaluate import baseline, behaviour, registry
+from components.evaluate.gate import GateConfig, decide
+from components.evaluate.plots import plot_confusion
+from components.evaluate.scoring import score
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Inputs and knobs of one evaluation."""
+
+    model_dir: str
+    data: str
+    output_dir: str
+    model_uri: str = ""
+    mlflow_run_id: str = ""
+    registered_model_name: str = ""
+    register: bool = True
+    gate: GateConfig = field(default_factory=GateConfig)
+    kfp_run_id: str = "local"
+    behaviour_rows: int = 200
+    batch_size: int = 256
+
+
+def predict_probs(classifier: Classifier, texts: list[str], batch_size: int) -> np.ndarray:
+    parts = [classifier.probabilities(texts[i : i + batch_size]).numpy()
+             for i in range(0, len(texts), batch_size)]  # fmt: skip
+    return np.concatenate(parts) if parts else np.zeros((0, len(classifier.labels)))
+
+
+def _load_data(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    stats = json.loads((data / "stats.json").read_text())
+    columns = ["review_body", "label", "product_category"]
+    return (pd.read_parquet(data / "train", columns=columns),
+            pd.read_parquet(data / "test", columns=columns), stats)  # fmt: skip
+
+
+def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
+    """Evaluate, decide and (on a pass) register; writes evaluation.json and the PNG."""
+    settings = settings or Settings.from_env()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    train_df, test_df, stats = _load_data(Path(cfg.data))
+    label_map = LabelMap.from_dict(stats["label_map"])
+    labels = [label_map.id2label[i] for i in range(label_map.num_labels)]
+    texts, y = test_df["review_body"].tolist(), test_df["label"].to_numpy()
+    slices = test_df["product_category"].to_numpy()
+
+    t = time.perf_counter()
+    model = Classifier(cfg.model_dir)
+    ours = score(y, predict_probs(model, texts, cfg.batch_size), labels, slices)
+    timings["model"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    base_model = baseline.train_baseline(
+        train_df["review_body"].tolist(), train_df["label"].to_numpy()
+    )
+    base = score(y, baseline.baseline_probs(base_model, texts, len(labels)), labels, slices)
+    timings["baseline"] = time.perf_counter() - t
+
+    name = cfg.registered_model_name or settings.registered_model_name
+    champion = _score_champion(name, texts, y, labels, slices, cfg, settings, timings)
+    decision = decide(ours["accuracy"], base["accuracy"],
+                      champion["metrics"]["accuracy"] if champion else None, cfg.gate)  # fmt: skip
+    logger.info(decision.message())
+
+    sample = texts[: cfg.behaviour_rows]
+    predict = lambda batch: predict_probs(model, batch, cfg.batch_size)  # noqa: E731
+    checks = [behaviour.invariance(predict, sample), behaviour.directional(predict, sample, labels)]
+
+    result = {
+        # the book's evaluation.json shape first, then everything else
+        "metrics": {
+            key: {"value": ours[key]}
+            for key in ("accuracy", "macro_f1", "within_one_star_accuracy")
+            if key in ours
+        },
+        "model": ours,
+        "baseline": {"name": baseline.NAME, **base},
+        "champion": champion,
+        "gate": {**decision.to_dict(), "config": asdict(cfg.gate), "message": decision.message()},
+        "behaviour": checks,
+        "data_version": stats.get("data_version"),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "registered_version": None,
+        "model_storage_uri": None,
+    }  # fmt: skip
+    plot_confusion(
+        ours["confusion_matrix"], labels, "BERT on the test split", out / "confusion_matrix.png"
+    )
+    if decision.passed and cfg.register and cfg.model_uri:
+        tags = {
+            "kfp_run_id": cfg.kfp_run_id, "data_version": stats.get("data_version", ""),
+            "code_version": os.environ.get("CODE_VERSION", settings.image_tag),
+            "training_run_id": cfg.mlflow_run_id, "test_accuracy": f"{ours['accuracy']:.4f}",
+            "baseline_accuracy": f"{base['accuracy']:.4f}", "label_mode": label_map.mode.value,
+        }  # fmt: skip
+        result["registered_version"] = registry.register(cfg.model_uri, name, tags)
+        result["model_storage_uri"] = registry.model_dir_uri(cfg.model_uri, settings)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
+    _log_to_mlflow(cfg, result, out)
+    return result
+
+
+def _score_champion(name, texts, y, labels, slices, cfg, settings, timings) -> dict | None:
+    version = registry.version_by_alias(name, registry.CHAMPION)
+    if version is None:
+        logger.info("no champion for %s yet: first model", name)
+        return None
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        model_dir = registry.download_model_dir(version.source, Path(tmp), settings)
+        champ = Classifier(model_dir)
+        metrics = score(y, predict_probs(champ, texts, cfg.batch_size), labels, slices)
+    timings["champion"] = time.perf_counter() - t
+    return {"version": str(version.version), "metrics": metrics}
+
+
+def _log_to_mlflow(cfg: EvalConfig, result: dict, out: Path) -> None:
+    if not cfg.mlflow_run_id:
+        return
+    import mlflow
+
+    with mlflow.start_run(run_id=cfg.mlflow_run_id):
+        figures = {"test_accuracy": result["model"]["accuracy"],
+                   "test_macro_f1": result["model"]["macro_f1"],
+                   "test_ece": result["model"]["ece"],
+                   "baseline_accuracy": result["baseline"]["accuracy"],
+                   "gate_passed": float(result["gate"]["passed"])}  # fmt: skip
+        if result["champion"]:
+            figures["champion_accuracy"] = result["champion"]["metrics"]["accuracy"]
+        mlflow.log_metrics(figures)
+        mlflow.log_artifact(str(out / "evaluation.json"), "evaluation")
+        mlflow.log_artifact(str(out / "confusion_matrix.png"), "evaluation")
+
+
+def parse_args(argv: list[str] | None) -> EvalConfig:
+    p = argparse.ArgumentParser(prog="python -m components.evaluate", description=__doc__)
+    p.add_argument("--model-dir", required=True, help="save_pretrained directory to evaluate")
+    p.add_argument("--data", required=True, help="ingest output with train/, test/, stats.json")
+    p.add_argument("--output-dir", required=True, help="where evaluation.json and PNGs go")
+    p.add_argument(
+        "--model-uri", default="", help="logged MLflow model (models:/m-...) to register"
+    )
+    p.add_argument("--mlflow-run-id", default="", help="training run to log evaluation into")
+    p.add_argument("--registered-model-name", default="", help="registry name (default setting)")
+    p.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
+                   help="register the model version when the gate passes")  # fmt: skip
+    p.add_argument("--min-accuracy", type=float, default=0.45, help="absolute accuracy floor")
+    p.add_argument("--min-gain-over-baseline", type=float, default=0.0,
+                   help="required accuracy margin over the TF-IDF baseline")  # fmt: skip
+    p.add_argument("--max-regression", type=float, default=0.01,
+                   help="allowed accuracy drop versus the champion")  # fmt: skip
+    p.add_argument("--kfp-run-id", default="local", help="pipeline run id for lineage tags")
+    a = p.parse_args(argv)
+    gate = GateConfig(a.min_accuracy, a.min_gain_over_baseline, a.max_regression)
+    return EvalConfig(a.model_dir, a.data, a.output_dir, a.model_uri, a.mlflow_run_id,
+                      a.registered_model_name, a.register, gate, a.kfp_run_id)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    try:
+        result = run_evaluation(parse_args(argv))
+    except PlatformError as e:
+        print(f"evaluate failed: {e}", file=sys.stderr)
+        return 1
+    print(result["gate"]["message"])
+    return 0 if result["gate"]["passed"] else 3

@@ -1,0 +1,65 @@
+"""Evaluation against the real MLflow server: registry versions, aliases, tags, champion."""
+
+import json
+
+import mlflow
+import pytest
+
+from components.evaluate.gate import GateConfig
+from components.evaluate.job import EvalConfig, run_evaluation
+from components.evaluate.registry import CHAMPION, promote, version_by_alias
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+NAME = "eval-tests"
+
+
+def _config(trained, out, **gate) -> EvalConfig:
+    results = trained["results"]
+    return EvalConfig(
+        model_dir=str(trained["model_dir"]), data=str(trained["data"]), output_dir=str(out),
+        model_uri=results["mlflow_model_uri"], mlflow_run_id=results["mlflow_run_id"],
+        registered_model_name=NAME, kfp_run_id="kfp-run-1",
+        gate=GateConfig(**{"min_accuracy": 0.45, "min_gain_over_baseline": -0.1, **gate}),
+    )  # fmt: skip
+
+
+def test_failing_gate_does_not_register_and_says_why(trained, tmp_path, stack):
+    result = run_evaluation(_config(trained, tmp_path, min_accuracy=0.99))
+    assert result["gate"]["passed"] is False
+    assert "min_accuracy 0.9900" in result["gate"]["message"]
+    assert result["registered_version"] is None
+    assert version_by_alias(NAME, "challenger") is None
+
+
+def test_passing_run_registers_with_lineage_then_champion_is_compared(
+    trained, tmp_path, stack, storage
+):
+    first = run_evaluation(_config(trained, tmp_path / "a"))
+    assert first["gate"]["passed"] is True and first["champion"] is None
+    assert first["baseline"]["accuracy"] > 0.5  # the baseline was trained and scored
+    saved = json.loads((tmp_path / "a" / "evaluation.json").read_text())
+    assert saved["metrics"]["accuracy"]["value"] == pytest.approx(first["model"]["accuracy"])
+    assert (tmp_path / "a" / "confusion_matrix.png").stat().st_size > 1000
+    version = first["registered_version"]
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version(NAME, version)
+    assert mv.tags["kfp_run_id"] == "kfp-run-1"
+    assert mv.tags["training_run_id"] == trained["results"]["mlflow_run_id"]
+    assert len(mv.tags["data_version"]) == 16 and mv.tags["code_version"]
+    assert client.get_model_version_by_alias(NAME, "challenger").version == version
+    # the storage URI KServe gets is the save_pretrained directory in S3
+    uri = first["model_storage_uri"]
+    keys = [o.key for o in storage.list_objects(uri + "/")]
+    assert any(k.endswith("config.json") for k in keys) and any(
+        k.endswith("tokenizer.json") for k in keys
+    )
+    run = client.get_run(trained["results"]["mlflow_run_id"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(first["model"]["accuracy"])
+
+    promote(NAME, version)
+    assert version_by_alias(NAME, CHAMPION).version == version
+    second = run_evaluation(_config(trained, tmp_path / "b"))
+    assert second["champion"]["version"] == version
+    assert second["champion"]["metrics"]["accuracy"] == pytest.approx(first["model"]["accuracy"])
+    names = [c["name"] for c in second["gate"]["checks"]]
+    assert "no_regression_vs_champion" in names and second["gate"]["passed"]
