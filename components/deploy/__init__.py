@@ -1,0 +1,1 @@
+"""Deploy: InferenceService rollout on a cluster; a local predictor process otherwise."""

@@ -1,0 +1,42 @@
+"""``python -m components.serve --model_name NAME --model_dir DIR [KServe's own flags]``."""
+
+import argparse
+import logging
+import sys
+
+from kserve import ModelServer, model_server
+
+from components.common.errors import ModelLoadError
+from components.common.logs import configure_logging
+from components.serve.model import ReviewClassifierModel
+from components.serve.payloads import Limits
+
+parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
+parser.add_argument("--model_dir", required=True, help="save_pretrained directory or s3:// prefix")
+parser.add_argument("--max_batch_size", type=int, default=32, help="texts per forward pass")
+parser.add_argument("--max_batch_delay_ms", type=float, default=5.0,
+                    help="how long a request may wait for others to share its batch")  # fmt: skip
+parser.add_argument("--max_instances", type=int, default=256, help="texts per request at most")
+parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text at most")
+parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: best available)")
+
+
+def main() -> int:
+    args, _ = parser.parse_known_args()
+    configure_logging()
+    model = ReviewClassifierModel(
+        args.model_name, args.model_dir, args.max_batch_size, args.max_batch_delay_ms,
+        Limits(args.max_instances, args.max_chars), args.device,
+    )  # fmt: skip
+    try:
+        model.load()
+    except ModelLoadError as e:
+        logging.getLogger(__name__).error("%s", e)
+        return 1
+    ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers,
+                 enable_grpc=args.enable_grpc).start([model])  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
