@@ -1,0 +1,153 @@
+"""The predictor over real HTTP: V1, V2 (raw JSON and tritonclient), bad input, batching."""
+
+import asyncio
+import re
+
+import httpx
+import numpy as np
+import pytest
+
+from components.common.inference import Classifier
+from components.deploy.local import smoke_test, start_local_predictor
+from pipelines.stack import LocalStack, process_alive
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+NAME = "rc"
+GOOD = "Absolutely love it, simply perfect."
+BAD = "A complete waste of money, it is garbage."
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    local = LocalStack(tmp_path_factory.mktemp("serve-state"))
+    service = start_local_predictor(str(trained["model_dir"]), NAME, stack=local,
+                                    max_batch_size=64, max_batch_delay_ms=20)  # fmt: skip
+    base = service.url.split("/v1/")[0]
+    yield {"base": base, "url": service.url, "model_dir": trained["model_dir"], "pid": service.pid}
+    local.down()
+    assert not process_alive(service.pid)
+
+
+def test_v1_predictions_follow_the_contract(server):
+    r = httpx.post(server["url"], json={"instances": [GOOD, {"review_body": BAD}]}, timeout=30)
+    assert r.status_code == 200
+    good, bad = r.json()["predictions"]
+    for p in (good, bad):
+        assert set(p) == {"star_rating", "label", "score", "probabilities"}
+        assert set(p["probabilities"]) == {"1", "2", "3", "4", "5"}
+        assert p["score"] == pytest.approx(max(p["probabilities"].values()))
+        assert p["label"] == str(p["star_rating"])
+    assert good["star_rating"] > bad["star_rating"]
+    assert smoke_test(server["url"])["star_rating"] in range(1, 6)
+
+
+def test_health_readiness_and_metadata(server):
+    assert httpx.get(f"{server['base']}/v1/models/{NAME}").json() == {"name": NAME, "ready": True}
+    assert httpx.get(f"{server['base']}/v2/health/ready").status_code == 200
+    meta = httpx.get(f"{server['base']}/v2/models/{NAME}").json()
+    assert meta["inputs"][0]["datatype"] == "BYTES"
+    assert {o["name"] for o in meta["outputs"]} == {"star_rating", "probabilities"}
+
+
+def test_v2_raw_json(server):
+    body = {
+        "inputs": [{"name": "review_body", "shape": [2], "datatype": "BYTES", "data": [GOOD, BAD]}]
+    }
+    r = httpx.post(f"{server['base']}/v2/models/{NAME}/infer", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    outputs = {o["name"]: o for o in r.json()["outputs"]}
+    assert outputs["star_rating"]["datatype"] == "INT32" and outputs["star_rating"]["shape"] == [2]
+    assert outputs["probabilities"]["datatype"] == "FP32" and outputs["probabilities"]["shape"] == [
+        2,
+        5,
+    ]
+    ratings = outputs["star_rating"]["data"]
+    assert ratings[0] > ratings[1]
+
+
+def test_v2_with_tritonclient(server):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=server["base"].removeprefix("http://"))
+    assert client.is_model_ready(NAME)
+    tensor = triton.InferInput("review_body", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array([GOOD.encode(), BAD.encode()], dtype=object))
+    result = client.infer(NAME, [tensor])
+    ratings = result.as_numpy("star_rating")
+    probs = result.as_numpy("probabilities")
+    assert ratings.dtype == np.int32 and probs.dtype == np.float32 and probs.shape == (2, 5)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert ratings[0] > ratings[1]
+
+
+V2 = "/v2/models/rc/infer"
+V1 = "/v1/models/rc:predict"
+BAD_REQUESTS = [
+    ("invalid json", V1, b"{not json", "not valid JSON|Unrecognized request format"),
+    ("not an object", V1, b"[1, 2]", "instances"),
+    ("missing instances", V1, b'{"inputs": ["x"]}', 'missing "instances"'),
+    ("instances not a list", V1, b'{"instances": "text"}', "must be a list"),
+    ("empty instances", V1, b'{"instances": []}', "is empty"),
+    ("number instead of text", V1, b'{"instances": [42]}', "expected a string"),
+    ("object without review_body", V1, b'{"instances": [{"text": "x"}]}', "review_body"),
+    ("empty string", V1, b'{"instances": ["   "]}', "empty"),
+    ("text too long", V1, ('{"instances": ["' + "a" * 20_001 + '"]}').encode(), "limit is 20000"),
+    ("too many instances", V1, ('{"instances": [' + ",".join(['"ok"'] * 257) + "]}").encode(),
+     "limit is 256"),
+    ("v2 wrong datatype", V2,
+     b'{"inputs": [{"name": "review_body", "shape": [1], "datatype": "FP32", "data": [1.0]}]}',
+     "expected BYTES"),
+    ("v2 wrong shape", V2,
+     b'{"inputs": [{"name": "review_body", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}]}',
+     r"expected \[N\] or \[N, 1\]"),
+    ("v2 shape/data mismatch", V2,
+     b'{"inputs": [{"name": "review_body", "shape": [3], "datatype": "BYTES", "data": ["a"]}]}',
+     "review_body"),
+    ("v2 two inputs", V2,
+     b'{"inputs": [{"name": "a", "shape": [1], "datatype": "BYTES", "data": ["x"]},'
+     b' {"name": "b", "shape": [1], "datatype": "BYTES", "data": ["y"]}]}',
+     "exactly 1 input"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "body", "reason"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
+)
+def test_bad_requests_get_a_4xx_naming_the_problem(server, case, path, body, reason):
+    r = httpx.post(server["base"] + path, content=body, headers={"content-type": "application/json"},
+                   timeout=30)  # fmt: skip
+    assert 400 <= r.status_code < 500, (case, r.status_code, r.text)
+    assert re.search(reason, r.json()["error"], re.IGNORECASE), (case, r.text)
+    # and the server keeps answering
+    ok = httpx.post(server["url"], json={"instances": [GOOD]}, timeout=30)
+    assert ok.status_code == 200
+
+
+def test_200_concurrent_requests_get_their_own_answers_in_shared_batches(server):
+    texts = [f"{GOOD if i % 2 else BAD} Order number {i}." for i in range(200)]
+    reference = Classifier(server["model_dir"])
+    expected = [p.star_rating for p in reference.predict(texts)]
+
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            calls = [client.post(server["url"], json={"instances": [t]}) for t in texts]
+            answers = await asyncio.gather(*calls)
+        return [a.json()["predictions"][0]["star_rating"] for a in answers]
+
+    before = _batch_stats(server["base"])
+    assert asyncio.run(run()) == expected
+    after = _batch_stats(server["base"])
+    batches = after["count"] - before["count"]
+    texts_served = after["sum"] - before["sum"]
+    assert texts_served == 200
+    assert batches < 200 and texts_served / batches > 1, (batches, texts_served)
+
+
+def _batch_stats(base: str) -> dict:
+    text = httpx.get(f"{base}/metrics").text
+    out = {}
+    for key in ("count", "sum"):
+        match = re.search(rf"^review_classifier_batch_size_{key} (\S+)$", text, re.M)
+        out[key] = float(match.group(1)) if match else 0.0
+    assert "review_classifier_queue_seconds_bucket" in text
+    return out
