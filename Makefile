@@ -8,10 +8,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STATE_DIR ?= .local
 ROWS ?= 20000
+RUN_ARGS ?=
+MODEL_DIR ?=
+MODEL_NAME ?= review-classifier
+PORT ?= 8080
 PYTEST_ARGS ?=
 IMAGE_REGISTRY ?= ghcr.io/review-classifier
-IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
-export IMAGE_REGISTRY IMAGE_TAG
+# Images are tagged with the project version (the pipeline YAML names them); override to push
+# a build of another commit, e.g. IMAGE_TAG=$$(git rev-parse --short HEAD).
+IMAGE_TAG ?= 0.1.0
 export LOCAL_STATE_DIR := $(STATE_DIR)
 
 .PHONY: help setup lock test test-unit lint fmt compile pipeline-run serve bench images push \
@@ -62,19 +67,23 @@ generate: stack-up ## Seed the local raw bucket with ROWS generated reviews
 	eval "$$($(PY) -m pipelines.stack env)" && \
 	$(PY) -m pipelines.generate --rows $(ROWS) --output "s3://$${DATA_BUCKET:-review-classifier}/$${RAW_PREFIX:-raw/amazon-reviews/}"
 
-pipeline-run: generate ## Run the pipeline (embedded default, or KFP when KFP_HOST is set)
-	@echo "The stages available so far have run above (local stack, generated raw data)."
-	@echo "The KFP pipeline itself is not built yet (issue: the pipeline and make pipeline-run)."
-	@exit 1
+pipeline-run: $(STAMP) ## Run the pipeline (embedded default, or KFP when KFP_HOST is set)
+	$(PY) -m pipelines.run --rows $(ROWS) $(RUN_ARGS)
 
 compile: $(STAMP) ## Compile the KFP pipeline to pipelines/review_classifier.yaml
-	@echo "The KFP pipeline is not built yet (issue: the pipeline)."; exit 1
+	$(PY) -m pipelines.compile
 
-serve: $(STAMP) ## Serve a trained model locally (MODEL_DIR=...)
-	@echo "The predictor is not built yet (issue: serve and deploy)."; exit 1
+serve: $(STAMP) ## Serve a model directory locally: make serve MODEL_DIR=... [PORT=8080]
+	@test -n "$(MODEL_DIR)" || { echo "set MODEL_DIR to a save_pretrained directory or s3:// prefix"; exit 2; }
+	$(PY) -m components.serve --model_name $(MODEL_NAME) --model_dir $(MODEL_DIR) --http_port $(PORT)
 
-bench: $(STAMP) ## Run every benchmark in benchmarks/
-	@echo "No benchmark is built yet."; exit 1
+bench: $(STAMP) ## Run every benchmark in benchmarks/ (results in benchmarks/results/)
+	$(PY) -m benchmarks.ingest
+	$(PY) -m benchmarks.train
+	$(PY) -m benchmarks.serve
+
+bench-%: $(STAMP) ## Run one benchmark, e.g. make bench-serve
+	$(PY) -m benchmarks.$*
 
 images: ## Build the spark, train and serve images
 	@echo "The images are not built yet (issue: cluster packaging)."; exit 1

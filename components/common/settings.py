@@ -50,7 +50,7 @@ ENV_VARS: dict[str, tuple[str, str | None, str]] = {
         "ghcr.io/review-classifier",
         "registry of the spark, train and serve images (e.g. an ECR URL)",
     ),
-    "IMAGE_TAG": ("image_tag", "dev", "tag of the images (make uses the git sha)"),
+    "IMAGE_TAG": ("image_tag", "0.1.0", "tag of the images (default: the project version)"),
     "KSERVE_NAMESPACE": ("kserve_namespace", "review-classifier", "namespace of the service"),
     "LOCAL_STATE_DIR": ("local_state_dir", ".local", "state of the embedded local stack"),
 }
@@ -74,7 +74,7 @@ class Settings:
     kfp_host: str | None = None
     kfp_experiment: str = "review-classifier"
     image_registry: str = "ghcr.io/review-classifier"
-    image_tag: str = "dev"
+    image_tag: str = "0.1.0"
     kserve_namespace: str = "review-classifier"
     local_state_dir: str = ".local"
 

@@ -12,7 +12,7 @@ def test_defaults_without_environment():
     assert s.s3_endpoint_url is None
     assert s.raw_uri == "s3://review-classifier/raw/amazon-reviews/"
     assert s.run_uri("abc") == "s3://review-classifier/runs/abc/"
-    assert s.image("serve") == "ghcr.io/review-classifier/serve:dev"
+    assert s.image("serve") == "ghcr.io/review-classifier/serve:0.1.0"
 
 
 def test_environment_overrides_every_variable_it_names():

@@ -1,0 +1,120 @@
+"""The review-classifier pipeline: ingest -> train -> evaluate -> [gate] -> deploy.
+
+One definition runs in both places: through ``kfp.local`` on a laptop (the embedded default)
+and on Kubeflow Pipelines on EKS, where the ``kfp.kubernetes`` settings below take effect
+(GPU nodes, shared memory for torch, the platform ConfigMap as environment).
+"""
+
+from kfp import dsl, kubernetes
+
+from components.deploy.component import deploy
+from components.evaluate.component import evaluate
+from components.ingest.component import ingest
+from components.train.component import train
+
+PIPELINE_NAME = "review-classifier"
+CONFIG_MAP = "review-classifier-env"
+# Platform endpoints come from a ConfigMap on the cluster (kustomize writes it) and from the
+# runner's environment locally; they are never pipeline parameters, and nothing is a secret.
+CONFIG_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT", "REGISTERED_MODEL_NAME",
+               "MLFLOW_ARTIFACT_BUCKET", "AWS_REGION", "S3_ENDPOINT_URL")  # fmt: skip
+
+
+def _platform_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return kubernetes.use_config_map_as_env(
+        task, CONFIG_MAP, {key: key for key in CONFIG_KEYS}, optional=True
+    )
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Amazon product reviews in S3 to a served BERT star-rating classifier: Spark "
+    "ingest, distributed BERT fine-tuning, evaluation against a baseline and the champion, "
+    "MLflow registry and KServe deployment.",
+)
+def review_classifier(
+    input_uri: str = "s3://review-classifier/raw/amazon-reviews/",
+    data_uri: str = "s3://review-classifier/processed/",
+    checkpoint_uri: str = "s3://review-classifier/checkpoints/",
+    label_mode: str = "star_rating",
+    balance: bool = True,
+    train_fraction: float = 0.9,
+    validation_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    spark_master: str = "local[*]",
+    max_seq_length: int = 64,
+    model_name_or_path: str = "",
+    learning_rate: float = 1e-5,
+    batch_size: int = 128,
+    epochs: int = 1,
+    max_steps: int = 0,
+    num_layers: int = 2,
+    hidden_size: int = 128,
+    num_heads: int = 2,
+    gpus_per_node: int = 1,
+    num_nodes: int = 1,
+    cpu_processes: int = 2,
+    min_accuracy: float = 0.45,
+    min_gain_over_baseline: float = 0.0,
+    max_regression: float = 0.01,
+    deploy_model: bool = True,
+    deploy_target: str = "cluster",
+    service_name: str = "review-classifier",
+    canary_percent: int = 10,
+    serving_gpus: int = 1,
+    train_image: str = "",
+) -> str:
+    ingest_task = ingest(
+        input_uri=input_uri, output_uri=data_uri, label_mode=label_mode, balance=balance,
+        train_fraction=train_fraction, validation_fraction=validation_fraction,
+        test_fraction=test_fraction, spark_master=spark_master,
+    )  # fmt: skip
+    ingest_task.set_display_name("ingest (Spark)").set_caching_options(True)
+    ingest_task.set_cpu_limit("4").set_memory_limit("16G")
+    _platform_env(ingest_task)
+
+    train_task = train(
+        train_data=ingest_task.outputs["train"],
+        validation_data=ingest_task.outputs["validation"],
+        ingest_stats=ingest_task.outputs["stats"],
+        run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, checkpoint_uri=checkpoint_uri,
+        model_name_or_path=model_name_or_path, max_seq_length=max_seq_length,
+        learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
+        num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
+        gpus_per_node=gpus_per_node, num_nodes=num_nodes, cpu_processes=cpu_processes,
+        image=train_image,
+    )  # fmt: skip
+    train_task.set_display_name("train (torchrun, DDP)").set_caching_options(False)
+    train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus_per_node)
+    train_task.set_cpu_limit("8").set_memory_limit("64G")
+    kubernetes.add_node_selector(train_task, "nvidia.com/gpu.present", "true")
+    kubernetes.add_toleration(train_task, key="nvidia.com/gpu", operator="Exists",
+                              effect="NoSchedule")  # fmt: skip
+    # NCCL and DataLoader workers need more shared memory than a pod's default 64 MiB.
+    kubernetes.empty_dir_mount(train_task, volume_name="dshm", mount_path="/dev/shm",
+                               medium="Memory", size_limit="16Gi")  # fmt: skip
+    _platform_env(train_task)
+
+    eval_task = evaluate(
+        model=train_task.outputs["model"], train_data=ingest_task.outputs["train"],
+        test_data=ingest_task.outputs["test"], ingest_stats=ingest_task.outputs["stats"],
+        mlflow_run_id=train_task.outputs["mlflow_run_id"],
+        kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, min_accuracy=min_accuracy,
+        min_gain_over_baseline=min_gain_over_baseline, max_regression=max_regression,
+    )  # fmt: skip
+    eval_task.set_display_name("evaluate + register").set_caching_options(False)
+    eval_task.set_cpu_limit("4").set_memory_limit("16G")
+    _platform_env(eval_task)
+
+    with dsl.If(deploy_model == True, "deploy-enabled"):  # noqa: E712 (a KFP condition)
+        with dsl.If(eval_task.outputs["deploy"] == True, "gate-passed"):  # noqa: E712
+            deploy_task = deploy(
+                model=train_task.outputs["model"],
+                model_storage_uri=eval_task.outputs["model_storage_uri"],
+                registered_version=eval_task.outputs["registered_version"],
+                service_name=service_name, target=deploy_target, canary_percent=canary_percent,
+                gpus=serving_gpus,
+            )  # fmt: skip
+            deploy_task.set_display_name("deploy (KServe)").set_caching_options(False)
+            _platform_env(deploy_task)
+    return eval_task.outputs["gate_message"]

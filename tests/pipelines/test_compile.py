@@ -1,0 +1,48 @@
+"""The compiled pipeline is checked in; it must match what the code compiles to now."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "pipelines" / "review_classifier.yaml"
+
+
+def _compile(tmp_path: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_")}
+    out = tmp_path / "compiled.yaml"
+    subprocess.run([sys.executable, "-m", "pipelines.compile", "--output", str(out)],
+                   check=True, env=env, cwd=ROOT, capture_output=True)  # fmt: skip
+    return out.read_text()
+
+
+def test_checked_in_yaml_is_not_stale(tmp_path):
+    assert _compile(tmp_path) == GOLDEN.read_text(), "run `make compile` and commit the YAML"
+
+
+def test_pipeline_shape():
+    docs = list(yaml.safe_load_all(GOLDEN.read_text()))
+    spec, platform = docs[0], docs[1]
+    assert spec["pipelineInfo"]["name"] == "review-classifier"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"ingest", "train", "evaluate", "condition-1"} <= set(tasks)
+    assert tasks["ingest"]["cachingOptions"].get("enableCache") is True
+    assert tasks["train"]["cachingOptions"].get("enableCache") in (None, False)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["max_seq_length"]["defaultValue"] == 64
+    assert params["learning_rate"]["defaultValue"] == 1e-5
+    assert params["batch_size"]["defaultValue"] == 128
+    assert params["train_fraction"]["defaultValue"] == 0.9
+    executors = spec["deploymentSpec"]["executors"]
+    train_container = executors["exec-train"]["container"]
+    assert train_container["image"] == "ghcr.io/review-classifier/train:0.1.0"
+    assert train_container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert executors["exec-ingest"]["container"]["image"] == "ghcr.io/review-classifier/spark:0.1.0"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    assert k8s["configMapAsEnv"][0]["configMapName"] == "review-classifier-env"

@@ -1,0 +1,82 @@
+"""`make pipeline-run`'s embedded default, end to end, as a user runs it."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+
+from components.common.settings import Settings
+from components.common.storage import S3Storage
+from pipelines.stack import LocalStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pipeline-state")
+    yield path
+    LocalStack(path, Settings.from_env({}, dotenv=None)).down()
+
+
+def _run(state: Path, *args: str) -> str:
+    env = {**os.environ, "LOCAL_STATE_DIR": str(state), "MLFLOW_EXPERIMENT": "pipeline-e2e"}
+    for key in ("S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "KFP_HOST", "AWS_ENDPOINT_URL_S3"):
+        env.pop(key, None)  # the runner brings up and points at its own stack
+    proc = subprocess.run([sys.executable, "-m", "pipelines.run", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def first(state) -> str:
+    return _run(state)
+
+
+def _client_env(state: Path) -> Settings:
+    info = LocalStack(state, Settings.from_env({}, dotenv=None)).status()
+    os.environ.update(info.client_env(Settings.from_env({}, dotenv=None)))
+    return Settings.from_env(dotenv=None)
+
+
+def test_full_run_trains_registers_and_serves(first, state):
+    assert re.search(r"ingest\s+│\s+SUCCESS", first) and re.search(r"deploy\s+│\s+SUCCESS", first)
+    url = re.search(r"^Inference URL: (http://127\.0\.0\.1:\d+/v1/models/review-classifier:predict)$",
+                    first, re.M).group(1)  # fmt: skip
+    assert "curl -s -X POST " + url in first
+    answer = httpx.post(url, json={"instances": ["Absolutely love it, simply perfect.",
+                                                 "A complete waste of money, it is garbage."]},
+                        timeout=30).json()["predictions"]  # fmt: skip
+    assert answer[0]["star_rating"] >= 4 and answer[1]["star_rating"] <= 2
+    settings = _client_env(state)
+    storage = S3Storage(settings)
+    keys = [o.key for o in storage.list_objects(f"s3://{settings.data_bucket}/processed/")]
+    for part in ("train/", "validation/", "test/", "rejects/", "stats.json"):
+        assert any(part in k for k in keys), part
+    assert any(
+        "/step-" in o.key for o in storage.list_objects(f"s3://{settings.data_bucket}/checkpoints/")
+    )
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    champion = mlflow.MlflowClient().get_model_version_by_alias("review-classifier", "champion")
+    assert champion.tags["data_version"] and champion.tags["training_run_id"]
+
+
+def test_second_run_reuses_the_cached_ingest(first, state):
+    second = _run(state)
+    assert re.search(r"ingest\s+│\s+CACHED", second)
+    assert re.search(r"train\s+│\s+SUCCESS", second)
+    assert "vs champion v1" in second
+
+
+def test_failing_gate_does_not_deploy_and_says_why(first, state):
+    out = _run(state, "--param", "min_accuracy=0.99", "--param", "max_steps=10")
+    assert "gate failed" in out and "< min_accuracy 0.9900" in out
+    assert "Not deployed" in out and "Inference URL" not in out
+    assert not re.search(r"deploy\s+│", out)

@@ -1,0 +1,150 @@
+"""The remote path against a local HTTP server that answers the KFP v2beta1 REST calls.
+
+The server is a real HTTP server (kfp.Client talks to it over the network); it records
+what the runner sent so the test can check the spec, the parameters and the experiment.
+"""
+
+import json
+import re
+import threading
+from email.parser import BytesParser
+from email.policy import default
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.common.settings import Settings
+from pipelines.run import parse_args, run_remote
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeKfp(BaseHTTPRequestHandler):
+    """Just enough of the KFP v2beta1 API for upload, version, experiment, run and status."""
+
+    calls: list = []
+    state: dict = {}
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, body: dict, status: int = 200) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def do_GET(self):
+        FakeKfp.calls.append(("GET", self.path, None))
+        path = self.path.split("?")[0]
+        if path == "/apis/v2beta1/pipelines":
+            existing = FakeKfp.state.get("pipeline_id")
+            pipelines = (
+                [{"pipeline_id": existing, "display_name": "review-classifier"}] if existing else []
+            )
+            return self._reply({"pipelines": pipelines, "total_size": len(pipelines)})
+        if m := re.match(r"^/apis/v2beta1/pipelines/([^/]+)/versions$", path):
+            return self._reply({"pipeline_versions": [{"pipeline_id": m.group(1),
+                                                       "pipeline_version_id": "ver-1"}], "total_size": 1})  # fmt: skip
+        if path == "/apis/v2beta1/experiments":
+            return self._reply({"experiments": [], "total_size": 0})
+        if m := re.match(r"^/apis/v2beta1/runs/([^/]+)$", path):
+            return self._reply({"run_id": m.group(1), "state": FakeKfp.state.get("final", "SUCCEEDED"),
+                                "display_name": "r"})  # fmt: skip
+        if path.startswith("/apis/v2beta1/healthz"):
+            return self._reply({"multi_user": False})
+        return self._reply({"error": f"unexpected GET {path}"}, 404)
+
+    def do_POST(self):
+        body = self._body()
+        FakeKfp.calls.append(("POST", self.path, body))
+        path = self.path.split("?")[0]
+        if path == "/apis/v2beta1/pipelines/upload":
+            FakeKfp.state["uploaded"] = _multipart_file(self.headers, body)
+            FakeKfp.state["pipeline_id"] = "pipe-1"
+            return self._reply({"pipeline_id": "pipe-1", "display_name": "review-classifier"})
+        if path == "/apis/v2beta1/pipelines/upload_version":
+            FakeKfp.state["uploaded_version"] = _multipart_file(self.headers, body)
+            return self._reply({"pipeline_id": "pipe-1", "pipeline_version_id": "ver-2"})
+        if path == "/apis/v2beta1/experiments":
+            FakeKfp.state["experiment"] = json.loads(body)
+            return self._reply({"experiment_id": "exp-1", **json.loads(body)})
+        if path == "/apis/v2beta1/runs":
+            FakeKfp.state["run"] = json.loads(body)
+            return self._reply({"run_id": "run-1", "state": "PENDING", **json.loads(body)})
+        return self._reply({"error": f"unexpected POST {path}"}, 404)
+
+
+def _multipart_file(headers, body: bytes) -> str:
+    message = BytesParser(policy=default).parsebytes(
+        f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + body
+    )
+    for part in message.iter_parts():
+        if part.get_filename():
+            return (
+                part.get_content()
+                if isinstance(part.get_content(), str)
+                else part.get_content().decode()
+            )
+    raise AssertionError("no file in the upload")
+
+
+@pytest.fixture
+def kfp_server():
+    FakeKfp.calls, FakeKfp.state = [], {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _run(host: str, *argv: str) -> int:
+    settings = Settings.from_env({"KFP_HOST": host}, dotenv=None)
+    return run_remote(parse_args(list(argv)), settings)
+
+
+def test_first_run_uploads_the_pipeline_and_creates_a_run(kfp_server, capsys):
+    code = _run(kfp_server, "--param", "epochs=3", "--param", "min_accuracy=0.5",
+                "--input", "s3://my-data/raw/", "--experiment", "nightly", "--run-name", "r1")  # fmt: skip
+    assert code == 0
+    uploaded = yaml.safe_load_all(FakeKfp.state["uploaded"])
+    spec = next(uploaded)
+    assert spec["pipelineInfo"]["name"] == "review-classifier"
+    golden = next(yaml.safe_load_all((ROOT / "pipelines" / "review_classifier.yaml").read_text()))
+    assert spec["root"] == golden["root"]
+    assert FakeKfp.state["experiment"]["display_name"] == "nightly"
+    run = FakeKfp.state["run"]
+    assert run["display_name"] == "r1" and run["experiment_id"] == "exp-1"
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": "pipe-1",
+        "pipeline_version_id": "ver-1",
+    }
+    assert run["runtime_config"]["parameters"] == {
+        "epochs": 3,
+        "min_accuracy": 0.5,
+        "input_uri": "s3://my-data/raw/",
+    }
+    out = capsys.readouterr().out
+    assert f"Run URL: {kfp_server}/#/runs/details/run-1" in out
+
+
+def test_existing_pipeline_gets_a_new_version_and_wait_reports_failure(kfp_server, capsys):
+    FakeKfp.state.update({"pipeline_id": "pipe-1", "final": "FAILED"})
+    code = _run(kfp_server, "--wait", "--timeout", "30")
+    assert code == 1
+    assert "uploaded_version" in FakeKfp.state and "uploaded" not in FakeKfp.state
+    assert FakeKfp.state["run"]["pipeline_version_reference"]["pipeline_version_id"] == "ver-2"
+    assert "finished: FAILED" in capsys.readouterr().out
+
+
+def test_unknown_parameter_is_refused_with_the_allowed_names(kfp_server):
+    with pytest.raises(SystemExit, match="KEY one of"):
+        _run(kfp_server, "--param", "epochz=3")
