@@ -1,4 +1,4 @@
-"""The review-classifier pipeline: ingest -> train -> evaluate -> [gate] -> deploy.
+"""The review-classifier pipeline: ingest -> validate -> train -> evaluate -> [gate] -> deploy.
 
 One definition runs in both places: through ``kfp.local`` on a laptop (the embedded default)
 and on Kubeflow Pipelines on EKS, where the ``kfp.kubernetes`` settings below take effect
@@ -11,6 +11,7 @@ from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.ingest.component import ingest
 from components.train.component import train
+from components.validate.component import validate
 
 PIPELINE_NAME = "review-classifier"
 CONFIG_MAP = "review-classifier-env"
@@ -42,6 +43,7 @@ def review_classifier(
     validation_fraction: float = 0.05,
     test_fraction: float = 0.05,
     spark_master: str = "local[*]",
+    validation_mode: str = "fail",
     max_seq_length: int = 64,
     model_name_or_path: str = "",
     learning_rate: float = 1e-5,
@@ -73,6 +75,16 @@ def review_classifier(
     ingest_task.set_cpu_limit("4").set_memory_limit("16G")
     _platform_env(ingest_task)
 
+    validate_task = validate(
+        train_data=ingest_task.outputs["train"],
+        validation_data=ingest_task.outputs["validation"],
+        test_data=ingest_task.outputs["test"], ingest_stats=ingest_task.outputs["stats"],
+        validation_mode=validation_mode,
+    )  # fmt: skip
+    validate_task.set_display_name("validate (deepchecks)").set_caching_options(True)
+    validate_task.set_cpu_limit("4").set_memory_limit("16G")
+    _platform_env(validate_task)
+
     train_task = train(
         train_data=ingest_task.outputs["train"],
         validation_data=ingest_task.outputs["validation"],
@@ -84,6 +96,7 @@ def review_classifier(
         gpus_per_node=gpus_per_node, num_nodes=num_nodes, cpu_processes=cpu_processes,
         image=train_image,
     )  # fmt: skip
+    train_task.after(validate_task)  # a failed validation gate stops the run here
     train_task.set_display_name("train (torchrun, DDP)").set_caching_options(False)
     train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus_per_node)
     train_task.set_cpu_limit("8").set_memory_limit("64G")

@@ -28,8 +28,10 @@ def test_pipeline_shape():
     spec, platform = docs[0], docs[1]
     assert spec["pipelineInfo"]["name"] == "review-classifier"
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "train", "evaluate", "condition-1"} <= set(tasks)
+    assert {"ingest", "validate", "train", "evaluate", "condition-1"} <= set(tasks)
     assert tasks["ingest"]["cachingOptions"].get("enableCache") is True
+    assert tasks["validate"]["cachingOptions"].get("enableCache") is True
+    assert "validate" in tasks["train"]["dependentTasks"]
     assert tasks["train"]["cachingOptions"].get("enableCache") in (None, False)
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["max_seq_length"]["defaultValue"] == 64

@@ -47,6 +47,7 @@ def _client_env(state: Path) -> Settings:
 
 
 def test_full_run_trains_registers_and_serves(first, state):
+    assert re.search(r"validate\s+│\s+SUCCESS", first)
     assert re.search(r"ingest\s+│\s+SUCCESS", first) and re.search(r"deploy\s+│\s+SUCCESS", first)
     url = re.search(r"^Inference URL: (http://127\.0\.0\.1:\d+/v1/models/review-classifier:predict)$",
                     first, re.M).group(1)  # fmt: skip
@@ -71,6 +72,7 @@ def test_full_run_trains_registers_and_serves(first, state):
 def test_second_run_reuses_the_cached_ingest(first, state):
     second = _run(state)
     assert re.search(r"ingest\s+│\s+CACHED", second)
+    assert re.search(r"validate\s+│\s+CACHED", second)
     assert re.search(r"train\s+│\s+SUCCESS", second)
     assert "vs champion v1" in second
 
