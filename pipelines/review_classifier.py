@@ -97,6 +97,7 @@ def review_classifier(
         image=train_image,
     )  # fmt: skip
     train_task.after(validate_task)  # a failed validation gate stops the run here
+    train_task.set_retry(num_retries=2, backoff_duration="30s")  # retries resume from S3
     train_task.set_display_name("train (torchrun, DDP)").set_caching_options(False)
     train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus_per_node)
     train_task.set_cpu_limit("8").set_memory_limit("64G")

@@ -63,7 +63,8 @@ def train(
                        num_nodes=num_nodes, gpus_per_node=max(1, gpus_per_node))  # fmt: skip
         submit_and_wait(render_pytorchjob(spec))
     else:
-        run_torchrun(gpus_per_node or cpu_processes, args, max_restarts=1)
+        # A failure fails the task; the pipeline retries it and the retry resumes from S3.
+        run_torchrun(gpus_per_node or cpu_processes, args, max_restarts=0)
     results = json.loads((Path(model.path) / "results.json").read_text())
     final = results["final"]
     for key in ("val_accuracy", "val_macro_f1", "val_loss"):

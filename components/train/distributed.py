@@ -28,7 +28,7 @@ class DistContext:
         return self.world_size > 1
 
 
-def init_distributed(timeout_s: int = 1800) -> DistContext:
+def init_distributed(timeout_s: int = 600) -> DistContext:
     """Join the process group torchrun (or the Training Operator) described in the env.
 
     NCCL on GPUs, gloo on CPU; without WORLD_SIZE this is a single-process run.
