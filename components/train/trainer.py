@@ -326,6 +326,10 @@ class Trainer:
             "history": self.state.history,
             "world_size": ctx.world_size,
             "seconds": round(time.perf_counter() - t0, 2),
+            "steady_samples_per_s": (
+                self.steady["samples"] / self.steady["seconds"] if self.steady["seconds"] else None
+            ),
+            "steady_steps": self.steady["steps"],
         }
         if ctx.is_main:
             self._save_final(model, tokenizer, label_map, results, mlflow)
@@ -339,6 +343,10 @@ class Trainer:
         model.train()
         done_this_attempt = 0
         samples_since, t_since = 0, time.perf_counter()
+        # Steady-state throughput: optimizer steps after the first log window, evaluation and
+        # checkpoint time excluded (what benchmarks/train.py compares).
+        self.steady = {"steps": 0, "seconds": 0.0, "samples": 0}
+        t_step = time.perf_counter()
         while st.step < total_steps:
             sampler.set_epoch(st.epoch)
             skip = st.batches_done_in_epoch * cfg.grad_accum  # micro-batches already trained
@@ -374,6 +382,10 @@ class Trainer:
                 st.step += 1
                 st.batches_done_in_epoch += 1
                 done_this_attempt += 1
+                if done_this_attempt > cfg.log_every:
+                    self.steady["steps"] += 1
+                    self.steady["seconds"] += time.perf_counter() - t_step
+                    self.steady["samples"] += micro * cfg.grad_accum * ctx.world_size
                 samples_since += micro * cfg.grad_accum * ctx.world_size
                 if st.step % cfg.log_every == 0 or st.step == total_steps:
                     elapsed = time.perf_counter() - t_since
@@ -400,6 +412,7 @@ class Trainer:
                     stop = self._after_eval(model, val_ds, micro, mlflow)
                 if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
                     self._checkpoint(model, optimizer, scheduler, scaler)
+                t_step = time.perf_counter()
                 if stop or st.step >= total_steps:
                     if stop:
                         total_steps = st.step

@@ -1,0 +1,262 @@
+"""Training throughput: our trainer vs the Hugging Face ``Trainer``, side by side.
+
+Same model (a small BERT built from config), same tokenized data, batch size, sequence length
+and precision; single process on this machine. Each run trains ``--steps`` optimizer steps;
+throughput is samples/s over the steps after a warm-up window, measured the same way for
+both. Runs are interleaved and repeated; medians are reported. On a GPU the script also
+reports model FLOPs utilisation (6 x non-embedding params x tokens + attention FLOPs over the
+GPU's peak dense bf16). Writes results/train.json (or train-<gpu>.json) and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmarks.common import RESULTS, hardware, median, write_result  # noqa: E402
+
+BASELINE = "Hugging Face Trainer"
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
+WARMUP = 10
+
+
+def prepare(data: Path, rows: int) -> None:
+    """Generated reviews as the ingest step would write them (train/validation + stats)."""
+    from components.common.schema import label_map_for, pandas_read_options
+    from pipelines.generate import GeneratorConfig, generate
+
+    raw = data / "raw"
+    generate(GeneratorConfig(rows=rows, seed=1), raw)
+    df = pd.concat([pd.read_csv(f, **pandas_read_options()) for f in sorted(raw.glob("*.gz"))])
+    df = df.assign(label=df["star_rating"].astype(int) - 1)[["review_body", "label"]]
+    for name, part in (
+        ("train", df.iloc[: int(len(df) * 0.9)]),
+        ("validation", df.iloc[int(len(df) * 0.9) :]),
+    ):
+        (data / name).mkdir(parents=True)
+        part.to_parquet(data / name / "part-0.parquet", index=False)
+    (data / "stats.json").write_text(
+        json.dumps({"label_map": label_map_for("star_rating").to_dict()})
+    )
+
+
+def flops_per_sample(params_non_embedding: int, seq: int, layers: int, hidden: int) -> float:
+    """Training FLOPs per sample: 6 N tokens + attention (12 x layers x hidden x seq^2)."""
+    return 6 * params_non_embedding * seq + 12 * layers * hidden * seq * seq
+
+
+def worker_ours(args: argparse.Namespace) -> dict:
+    from components.train.config import TrainConfig
+    from components.train.trainer import run_training
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run_training(
+            TrainConfig(
+                data=args.data,
+                output_dir=f"{tmp}/out",
+                run_id="bench",
+                checkpoint_uri=f"{tmp}/ck",
+                batch_size=args.batch,
+                max_steps=args.steps,
+                max_seq_length=args.seq,
+                num_layers=args.layers,
+                hidden_size=args.hidden,
+                num_heads=args.heads,
+                learning_rate=1e-4,
+                log_every=WARMUP,
+                mlflow=False,
+                max_eval_rows=64,
+                precision="bf16" if args.gpu else "fp32",
+            )
+        )
+    return {"samples_per_s": results["steady_samples_per_s"]}
+
+
+def worker_hf(args: argparse.Namespace) -> dict:
+    from transformers import (
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from components.common.schema import label_map_for
+    from components.train.data import TokenizedDataset, read_split, train_wordpiece
+    from components.train.model import build_small_bert
+
+    train = read_split(Path(args.data), "train")
+    tokenizer = train_wordpiece(train["review_body"].tolist(), 8000, args.seq)
+    ds = TokenizedDataset(
+        train["review_body"].tolist(), train["label"].tolist(), tokenizer, args.seq
+    )
+    rows = [{"input_ids": ids, "labels": label} for ids, label in (ds[i] for i in range(len(ds)))]
+    model = build_small_bert(
+        len(tokenizer),
+        args.layers,
+        args.hidden,
+        args.heads,
+        label_map_for("star_rating"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    marks: dict[int, float] = {}
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):  # noqa: ANN001
+            marks[state.global_step] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        targs = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=args.batch,
+            max_steps=args.steps,
+            learning_rate=1e-4,
+            logging_steps=WARMUP,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=not args.gpu,
+            bf16=bool(args.gpu),
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            warmup_ratio=0.1,
+        )
+        trainer = Trainer(
+            model=model,
+            args=targs,
+            train_dataset=rows,
+            data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        )
+        trainer.train()
+    window = args.steps - WARMUP
+    return {"samples_per_s": window * args.batch / (marks[args.steps] - marks[WARMUP])}
+
+
+def run_worker(kind: str, args: argparse.Namespace) -> float:
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.train",
+        "--worker",
+        kind,
+        "--data",
+        args.data,
+        "--steps",
+        str(args.steps),
+        "--batch",
+        str(args.batch),
+        "--seq",
+        str(args.seq),
+        "--layers",
+        str(args.layers),
+        "--hidden",
+        str(args.hidden),
+        "--heads",
+        str(args.heads),
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--worker", choices=["ours", "hf"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--data", default=None, help="prepared data dir (default: generate)")
+    p.add_argument("--rows", type=int, default=20_000, help="generated reviews")
+    p.add_argument("--steps", type=int, default=120, help="optimizer steps per run")
+    p.add_argument("--batch", type=int, default=32, help="batch size")
+    p.add_argument("--seqs", type=int, nargs="+", default=[64], help="sequence lengths")
+    p.add_argument("--seq", type=int, default=64, help=argparse.SUPPRESS)
+    p.add_argument("--layers", type=int, default=2, help="BERT layers (bert-base: 12)")
+    p.add_argument("--hidden", type=int, default=128, help="hidden size (bert-base: 768)")
+    p.add_argument("--heads", type=int, default=2, help="attention heads (bert-base: 12)")
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    args = p.parse_args(argv)
+    import torch
+
+    args.gpu = torch.cuda.is_available()
+    if args.worker:
+        print(json.dumps((worker_ours if args.worker == "ours" else worker_hf)(args)))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.data is None:
+            args.data = str(Path(tmp) / "data")
+            prepare(Path(args.data), args.rows)
+        rows, detail = [], []
+        for seq in args.seqs:
+            args.seq = seq
+            ours, hf = [], []
+            for rep in range(args.reps):
+                ours.append(run_worker("ours", args))
+                hf.append(run_worker("hf", args))
+                print(
+                    f"seq={seq} rep={rep}: ours {ours[-1]:.0f} samples/s, HF Trainer {hf[-1]:.0f}",
+                    flush=True,
+                )
+            o, h = median(ours), median(hf)
+            row = {
+                "case": f"seq={seq} batch={args.batch}",
+                "ours": round(o, 1),
+                "baseline": BASELINE,
+                "baseline_value": round(h, 1),
+                "ratio": round(o / h, 3),
+            }
+            hw = hardware()
+            if hw["gpu"]:
+                from transformers import BertConfig
+
+                cfg = BertConfig(
+                    hidden_size=args.hidden,
+                    num_hidden_layers=args.layers,
+                    num_attention_heads=args.heads,
+                    intermediate_size=4 * args.hidden,
+                )
+                non_emb = 12 * args.layers * args.hidden**2  # attention + MLP weights per layer
+                peak = next((v for k, v in PEAK_BF16.items() if k in hw["gpu"]), None)
+                f = flops_per_sample(non_emb, seq, args.layers, args.hidden)
+                row["mfu_ours"] = round(o * f / peak, 4) if peak else None
+                row["mfu_baseline"] = round(h * f / peak, 4) if peak else None
+                del cfg
+            rows.append(row)
+            detail.append({"seq": seq, "ours": ours, "hf": hf})
+    name = "train" if not hardware()["gpu"] else f"train-{hardware()['gpu'].split()[-1]}"
+    payload = {
+        "unit": "samples/s",
+        "higher_is_better": True,
+        "rows": rows,
+        "detail": detail,
+        "config": {
+            "layers": args.layers,
+            "hidden": args.hidden,
+            "heads": args.heads,
+            "batch": args.batch,
+            "steps": args.steps,
+            "precision": "bf16" if args.gpu else "fp32",
+            "processes": 1,
+        },
+    }
+    path = write_result(name, payload)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels = [r["case"] for r in rows]
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["ours"] for r in rows], 0.4, label="ours (torch loop)")
+    ax.bar([x + 0.2 for x in xs], [r["baseline_value"] for r in rows], 0.4, label=BASELINE)
+    ax.set(xticks=list(xs), xticklabels=labels, ylabel="samples/s", title="Training throughput")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
