@@ -110,21 +110,29 @@ def start(name: str, model_dir: Path, log: Path) -> tuple[int, str]:
 
 
 async def load(url: str, concurrency: int, requests: int, texts: list[str]) -> dict:
+    """A closed loop of ``concurrency`` clients sending ``requests`` single-review requests.
+
+    aiohttp, not httpx: httpx's async pool serialises bursts of responses and became the
+    bottleneck itself at concurrency 32 and above on this machine.
+    """
+    import aiohttp
+
     latencies: list[float] = []
     queue = list(range(requests))
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(session: aiohttp.ClientSession) -> None:
         while queue:
             i = queue.pop()
             start = time.perf_counter()
-            r = await http.post(url, json={"instances": [texts[i % len(texts)]]})
-            r.raise_for_status()
+            async with session.post(url, json={"instances": [texts[i % len(texts)]]}) as r:
+                r.raise_for_status()
+                await r.read()
             latencies.append(time.perf_counter() - start)
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
         t0 = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     lat = np.array(latencies) * 1000
     return {

@@ -128,17 +128,21 @@ def worker_hf(args: argparse.Namespace) -> dict:
             bf16=bool(args.gpu),
             dataloader_num_workers=0,
             disable_tqdm=True,
-            warmup_ratio=0.1,
+            warmup_steps=max(1, args.steps // 10),
         )
         trainer = Trainer(
             model=model,
             args=targs,
             train_dataset=rows,
             data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+            callbacks=[Clock()],
         )
         trainer.train()
-    window = args.steps - WARMUP
-    return {"samples_per_s": window * args.batch / (marks[args.steps] - marks[WARMUP])}
+    last = max(marks)
+    return {
+        "samples_per_s": (last - WARMUP) * args.batch / (marks[last] - marks[WARMUP]),
+        "steps_seen": last,
+    }
 
 
 def run_worker(kind: str, args: argparse.Namespace) -> float:

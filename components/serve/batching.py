@@ -66,11 +66,18 @@ class DynamicBatcher:
     async def _collect(self) -> None:
         queue = self._queue
         loop = asyncio.get_running_loop()
+        last_size = 1
         while True:
             first = await queue.get()
             batch, size = [first], len(first.texts)
+            # Whatever queued while the previous batch ran joins at once.
+            while size < self.max_batch_size and not queue.empty():
+                item = queue.get_nowait()
+                batch.append(item)
+                size += len(item.texts)
+            # Wait for company only under concurrent load: a lone client pays no delay.
             deadline = loop.time() + self.max_delay
-            while size < self.max_batch_size:
+            while size < self.max_batch_size and last_size > 1:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break
@@ -80,6 +87,7 @@ class DynamicBatcher:
                     break
                 batch.append(item)
                 size += len(item.texts)
+            last_size = len(batch)
             await self._run(batch)
 
     async def _run(self, batch: list[_Pending]) -> None:
