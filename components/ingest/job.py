@@ -236,11 +236,11 @@ def _transform_and_write(
         with timer.stage("read, parse and quarantine"):
             lines = _read_lines(spark, paths)
             body = lines.filter(F.col("value") != raw_inputs.HEADER)
+            # One cached copy of the parsed rows; duplicates (a broadcast join of the few
+            # repeated ids) and labels are cheap to derive again for each later action.
             base = tr.classify(tr.parse_lines(body), config.text_fields).persist()
             classified = tr.add_labels(tr.mark_duplicates(base), label_map.star_to_label)
-            classified = classified.persist()
             counts = classified.groupBy("reason", "label").count().collect()
-            base.unpersist()
         stats.rejected = {reason: 0 for reason in tr.REJECT_REASONS}
         before: dict[int, int] = {}
         for row in counts:
@@ -297,7 +297,7 @@ def _transform_and_write(
             for name in tr.SPLIT_NAMES:
                 part = out_df.filter(F.col("split") == name).drop("split")
                 _write_parquet(part, f"{out}/{name}", stats.splits[name])
-        classified.unpersist()
+        base.unpersist()
         out_df.unpersist()
     except (Py4JJavaError, PySparkException) as e:
         raise InvalidInput(f"Spark failed on {_java_error_file(e)}: {_error_summary(e)}") from e
