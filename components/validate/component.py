@@ -40,7 +40,8 @@ def validate(
     shutil.copy(ingest_stats.path, data / "stats.json")
     out = Path(tempfile.mkdtemp(prefix="validate-out-"))
     # The report is written (and copied out) before the gate decides.
-    config = ValidateConfig(str(data), str(out), validation_mode, max_rows, min_rows=min_rows)
+    config = ValidateConfig(str(data), str(out), validation_mode, max_rows, min_rows=min_rows,
+                            mlflow=bool(os.environ.get("MLFLOW_TRACKING_URI")))  # fmt: skip
     try:
         result = run_validation(config)
     finally:

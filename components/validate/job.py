@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +42,8 @@ class ValidateConfig:
     min_text_chars: int = 3
     max_short_text_share: float = 0.01
     thresholds: suites.Thresholds = field(default_factory=suites.Thresholds)
+    mlflow: bool = False
+    data_version: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -62,11 +64,10 @@ def run_validation(cfg: ValidateConfig) -> dict:
     if "train" not in splits or "test" not in splits:
         raise DataValidationFailed(f"{data} lacks train/ or test/ splits")
     stats_path = data / "stats.json"
-    label_map = (
-        LabelMap.from_dict(json.loads(stats_path.read_text())["label_map"])
-        if stats_path.exists()
-        else None
-    )
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    label_map = LabelMap.from_dict(stats["label_map"]) if "label_map" in stats else None
+    if not cfg.data_version and stats.get("data_version"):
+        cfg = replace(cfg, data_version=stats["data_version"])
 
     t = time.perf_counter()
     outcomes = constraints.deequ_constraints(splits, cfg.marketplaces, cfg.min_rows)
@@ -97,6 +98,8 @@ def run_validation(cfg: ValidateConfig) -> dict:
         "seconds": round(time.perf_counter() - start, 2),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    if cfg.mlflow:
+        summary["mlflow_run_id"] = _log_to_mlflow(summary, out, cfg.data_version)
     if failed:
         message = (
             "data validation failed: "
@@ -107,6 +110,27 @@ def run_validation(cfg: ValidateConfig) -> dict:
             raise DataValidationFailed(message)
         logger.warning("%s (mode warn: continuing)", message)
     return summary
+
+
+def _log_to_mlflow(summary: dict, out: Path, data_version: str) -> str:
+    """Checks and bias figures as metrics of a ``validate`` run, the report as an artifact."""
+    import mlflow
+
+    from components.common.settings import Settings
+
+    mlflow.set_experiment(Settings.from_env().mlflow_experiment)
+    with mlflow.start_run(run_name="validate") as run:
+        mlflow.set_tags({"stage": "validate", "data_version": data_version,
+                         "passed": str(summary["passed"])})  # fmt: skip
+        metrics = {"checks_failed": len(summary["failed"]), "checks_total": len(summary["checks"])}
+        for facet, figures in summary["bias"].items():
+            key = "".join(c if c.isalnum() or c in "_-." else "_" for c in facet)
+            for name in ("CI", "DPL", "KL", "JS"):
+                metrics[f"bias_{name}_{key}"] = figures[name]
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(out / "summary.json"), "validation")
+        mlflow.log_artifact(str(out / "report.html"), "validation")
+    return run.info.run_id
 
 
 def _positive_labels(label_map: LabelMap | None) -> set[int]:

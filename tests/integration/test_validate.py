@@ -98,3 +98,17 @@ def test_real_samples_through_ingest_and_validation_in_warn_mode(reviews_dir, tm
     summary = run_validation(ValidateConfig(str(out), str(tmp_path / "val"), "warn", min_rows=100))
     assert {c["name"] for c in summary["checks"]} >= {"review_id_unique", "label_drift"}
     assert Path(summary["report"]).exists()
+
+
+def test_checks_and_bias_are_logged_to_mlflow(splits, stack, tmp_path):
+    import mlflow
+
+    summary = run_validation(ValidateConfig(str(splits[0]), str(tmp_path), "warn", min_rows=500,
+                                            mlflow=True))  # fmt: skip
+    client = mlflow.MlflowClient(stack.mlflow_uri)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.tags["stage"] == "validate" and len(run.data.tags["data_version"]) == 16
+    assert run.data.metrics["bias_CI_Books"] == pytest.approx(summary["bias"]["Books"]["CI"])
+    assert "bias_DPL_Gift_Card" in run.data.metrics and run.data.metrics["checks_failed"] == 0
+    names = [a.path for a in client.list_artifacts(run.info.run_id, "validation")]
+    assert names == ["validation/report.html", "validation/summary.json"]
