@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: every process this command had started was stopped", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -93,3 +93,29 @@ def test_mlflow_run_artifact_lands_in_local_s3(stack, settings, storage, tmp_pat
     assert len(matching) == 1, keys
     body = storage.get_bytes(f"s3://{settings.mlflow_artifact_bucket}/{matching[0]}")
     assert body == b"artifact body"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_leaves_nothing_behind(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "LOCAL_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.stack", "up"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    state = tmp_path / "stack.json"
+    pids: dict = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.exists():
+            services = json.loads(state.read_text())["services"]
+            if "mlflow" in services:  # the S3 server is up and MLflow is starting
+                pids = {name: svc["pid"] for name, svc in services.items()}
+                break
+        time.sleep(0.05)
+    assert pids, "the stack never got to starting MLflow"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not any(process_alive(pid) or group_alive(pid) for pid in pids.values())
+    assert not state.exists()
