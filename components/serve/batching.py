@@ -48,6 +48,7 @@ class DynamicBatcher:
         self.infer = infer
         self.max_batch_size = max_batch_size
         self.max_delay = max_batch_delay_ms / 1000.0
+        self.quiet = min(self.max_delay, 0.001)  # the gap that ends the wait early
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
 
@@ -75,10 +76,11 @@ class DynamicBatcher:
                 item = queue.get_nowait()
                 batch.append(item)
                 size += len(item.texts)
-            # Wait for company only under concurrent load: a lone client pays no delay.
+            # Wait for company only under concurrent load (a lone client pays no delay), and
+            # only while requests keep arriving: a quiet gap means everyone is already here.
             deadline = loop.time() + self.max_delay
             while size < self.max_batch_size and last_size > 1:
-                timeout = deadline - loop.time()
+                timeout = min(deadline - loop.time(), self.quiet)
                 if timeout <= 0:
                     break
                 try:

@@ -97,3 +97,28 @@ def test_failed_smoke_request_rolls_back():
     with pytest.raises(PlatformError, match="rolled back: smoke request"):
         Rollout(api, poll_s=0).run(ServiceSpec(name="rc", storage_uri=URI), smoke=smoke)
     assert api.patches[-1]["spec"]["predictor"]["canaryTrafficPercent"] == 100
+
+
+def test_stock_huggingface_runtime_example_is_valid(crds_dir):
+    from pathlib import Path
+
+    import yaml
+
+    path = (
+        Path(__file__).resolve().parents[2]
+        / "manifests"
+        / "examples"
+        / "huggingface-runtime-inferenceservice.yaml"
+    )
+    isvc = yaml.safe_load(path.read_text())
+    jsonschema.validate(
+        isvc, crd_schema(crds_dir, "serving.kserve.io_inferenceservices.yaml", "v1beta1")
+    )
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "huggingface"
+    assert "--task=sequence_classification" in model["args"]
+    # the same storage layout our registry step resolves for KServe
+    assert model["storageUri"].startswith("s3://") and model["storageUri"].endswith(
+        "/artifacts/artifacts/model"
+    )
+    assert model["resources"]["requests"] == model["resources"]["limits"]
