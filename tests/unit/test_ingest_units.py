@@ -49,6 +49,7 @@ def test_local_spark_conf_has_ui_off_and_lenient_parsing():
     assert conf["spark.master"] == "local[2]"
     assert conf["spark.ui.enabled"] == "false"
     assert conf["spark.sql.ansi.enabled"] == "false"
+    assert conf["spark.sql.inMemoryColumnarStorage.compressed"] == "false"
     assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"] == IRSA_PROVIDER
     assert "spark.kubernetes.container.image" not in conf
 
