@@ -145,7 +145,7 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.stack import LocalStack
 
     console = Console(soft_wrap=True)  # long paths and URLs stay on one line
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
     stack = LocalStack(settings=settings)
     with console.status("starting the local stack (S3 server, MLflow server)"):
         info = stack.up()
@@ -162,9 +162,8 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
     }
     steps = StepLog()
     result, error = _run_kfp_local(params, stack.state_dir / "kfp", steps, console)
-    return _summarize(
-        console, settings, stack, steps, params, result, error, time.perf_counter() - t0
-    )
+    seconds = time.perf_counter() - t0
+    return _summarize(console, settings, stack, steps, params, result, error, seconds, wall0)
 
 
 def _seed_reviews(settings: Settings, rows: int, seed: int, console: Any) -> str:
@@ -203,13 +202,19 @@ def _run_kfp_local(
         return None, _ANSI.sub("", str(e))
 
 
-def _latest(root: Path, task: str, output: str) -> Path | None:
-    """The newest kfp.local output of ``task`` (kfp.local lays out root/<run>/<task>/<output>)."""
-    found = sorted(root.glob(f"*/{task}/{output}"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+def _latest(root: Path, task: str, output: str, since: float | None = None) -> Path | None:
+    """The newest kfp.local output of ``task`` (root/<run>/<task>/<output>).
+
+    With ``since``, only outputs written by this invocation count, so a step that did not
+    run this time never shows an earlier run's figures.
+    """
+    found = [
+        p for p in root.glob(f"*/{task}/{output}") if since is None or p.stat().st_mtime >= since
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def _summarize(console, settings, stack, steps, params, result, error, seconds) -> int:
+def _summarize(console, settings, stack, steps, params, result, error, seconds, started) -> int:
     from rich.table import Table
 
     root = stack.state_dir / "kfp"
@@ -222,6 +227,7 @@ def _summarize(console, settings, stack, steps, params, result, error, seconds) 
         )
         table.add_row(name, f"[{colour}]{step['status']}[/]", str(step.get("seconds", "")))
     console.print(table)
+    # ingest may be a cache hit (its output is older); every later step must be this run's.
     stats_path = _latest(root, "ingest", "stats")
     if stats_path:
         stats = json.loads(stats_path.read_text())
@@ -230,7 +236,7 @@ def _summarize(console, settings, stack, steps, params, result, error, seconds) 
             f"[bold]Data[/] read {stats['rows_read']:,}, accepted {stats['rows_accepted']:,}, "
             f"rejected {rejected:,}; splits {stats['splits']}; version {stats['data_version']}"
         )
-    evaluation_path = _latest(root, "evaluate", "evaluation")
+    evaluation_path = _latest(root, "evaluate", "evaluation", since=started)
     evaluation = json.loads(evaluation_path.read_text()) if evaluation_path else None
     if evaluation:
         m, b = evaluation["model"], evaluation["baseline"]
@@ -254,6 +260,9 @@ def _summarize(console, settings, stack, steps, params, result, error, seconds) 
         failed = next((n for n, s in steps.steps.items() if s["status"] == "FAILURE"),
                       steps.running or "unknown")  # fmt: skip
         console.print(f"[bold red]Pipeline failed[/] at step {failed}: {error}")
+        report = _latest(root, failed, "report", since=started)
+        if report:
+            console.print(f"[bold]Report of {failed}[/] {report}")
         console.print(f"Logs of each step are printed above; outputs under {root}")
         return 1
     info = stack.read()

@@ -42,6 +42,7 @@ from components.ingest.spark import (
 logger = logging.getLogger(__name__)
 
 TEXT_FIELDS = ("review_body", "review_headline")
+SPLIT_DIRS = ("train", "validation", "test")
 ROWS_PER_OUTPUT_FILE = 1_000_000
 
 
@@ -180,8 +181,20 @@ def run_ingest(config: IngestConfig, settings: Settings | None = None) -> Stats:
                 Path(local_out).mkdir(parents=True, exist_ok=True)
                 (Path(local_out) / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
                 if local_out != config.output:
-                    storage.upload_dir(local_out, config.output)
+                    _replace_outputs(storage, local_out, config.output)
     return stats
+
+
+def _replace_outputs(storage: S3Storage, local_out: str, output: str) -> None:
+    """Upload like Spark's ``mode("overwrite")``: old part files under the prefix go first.
+
+    Part-file names are random, so uploading over an earlier run's output would otherwise
+    leave both runs' rows under the same prefix.
+    """
+    base = output.rstrip("/")
+    for name in (*SPLIT_DIRS, "rejects"):
+        storage.delete_prefix(f"{base}/{name}/")
+    storage.upload_dir(local_out, output)
 
 
 _READ_PATH_NOTES = {

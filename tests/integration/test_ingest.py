@@ -196,3 +196,18 @@ def test_jvm_cleaning_matches_the_python_reference(spark):
     df = spark.createDataFrame([(s,) for s in samples], "t string")
     got = [r[0] for r in df.select(clean_text_column(df["t"])).collect()]
     assert got == [clean_text(s) for s in samples]
+
+
+def test_rerun_into_the_same_s3_prefix_replaces_the_output(stack, settings, storage, tmp_path):
+    raw = tmp_path / "raw"
+    generate(GeneratorConfig(rows=2000, seed=9), raw)
+    raw_uri = f"s3://{settings.data_bucket}/tests/rerun/raw/"
+    out_uri = f"s3://{settings.data_bucket}/tests/rerun/out/"
+    storage.upload_dir(raw, raw_uri)
+    first = run_ingest(IngestConfig(input=raw_uri, output=out_uri), settings)
+    second = run_ingest(IngestConfig(input=raw_uri, output=out_uri), settings)
+    assert first.splits == second.splits
+    local = tmp_path / "downloaded"
+    storage.download_prefix(out_uri + "train/", local)
+    rows = pd.read_parquet(local)
+    assert len(rows) == second.splits["train"] and rows["review_id"].is_unique
