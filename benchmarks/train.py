@@ -216,20 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             }
             hw = hardware()
             if hw["gpu"]:
-                from transformers import BertConfig
-
-                cfg = BertConfig(
-                    hidden_size=args.hidden,
-                    num_hidden_layers=args.layers,
-                    num_attention_heads=args.heads,
-                    intermediate_size=4 * args.hidden,
-                )
                 non_emb = 12 * args.layers * args.hidden**2  # attention + MLP weights per layer
                 peak = next((v for k, v in PEAK_BF16.items() if k in hw["gpu"]), None)
                 f = flops_per_sample(non_emb, seq, args.layers, args.hidden)
                 row["mfu_ours"] = round(o * f / peak, 4) if peak else None
                 row["mfu_baseline"] = round(h * f / peak, 4) if peak else None
-                del cfg
             rows.append(row)
             detail.append({"seq": seq, "ours": ours, "hf": hf})
     name = "train" if not hardware()["gpu"] else f"train-{hardware()['gpu'].split()[-1]}"

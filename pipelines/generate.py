@@ -315,7 +315,7 @@ def generate(config: GeneratorConfig, out_dir: Path) -> Manifest:
     return manifest
 
 
-def parse_args(argv: list[str] | None) -> GeneratorConfig | argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.generate", description=__doc__)
     parser.add_argument("--rows", type=int, default=20_000, help="valid reviews to generate")
     parser.add_argument("--output", required=True, help="s3://bucket/prefix/ or a local directory")

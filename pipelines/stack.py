@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -118,13 +118,15 @@ def process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def wait_healthy(service: Service, timeout: float) -> None:
-    """Block until ``service`` answers its health URL, or raise naming its log file."""
+def wait_healthy(
+    service: Service, timeout: float, is_ready: Callable[[str], bool] = http_ok
+) -> None:
+    """Block until ``is_ready(health_url)`` holds, or raise naming the log file."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not process_alive(service.pid):
             raise StackError(f"{service.name} exited during start-up; see {service.log}")
-        if http_ok(service.health_url):
+        if is_ready(service.health_url):
             return
         time.sleep(0.3)
     raise StackError(f"{service.name} was not healthy within {timeout:.0f}s; see {service.log}")

@@ -6,7 +6,6 @@ reader must disable quote handling: review bodies contain bare double quotes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -92,9 +91,6 @@ class LabelMap:
             id2label={int(i): str(name) for i, name in data["id2label"].items()},
             star_to_label={int(s): int(i) for s, i in data["star_to_label"].items()},
         )
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
 
 def label_map_for(mode: str | LabelMode) -> LabelMap:

@@ -6,11 +6,10 @@ import json
 import logging
 import os
 import sys
-import time
 import urllib.request
 
 from components.common.errors import PlatformError
-from pipelines.stack import LocalStack, Service, free_port, process_alive, spawn, stop_process
+from pipelines.stack import LocalStack, Service, free_port, spawn, stop_process, wait_healthy
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def start_local_predictor(
     service = Service(f"predictor-{name}", pid, predict_url(base, name),
                       f"{base}/v1/models/{name}", str(log))  # fmt: skip
     try:
-        wait_model_ready(service, timeout)
+        wait_healthy(service, timeout, model_ready)
     except BaseException:
         stop_process(pid)
         raise
@@ -47,19 +46,13 @@ def start_local_predictor(
     return service
 
 
-def wait_model_ready(service: Service, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(service.pid):
-            raise PlatformError(f"the predictor exited during start-up; see {service.log}")
-        try:
-            with urllib.request.urlopen(service.health_url, timeout=2) as r:  # noqa: S310
-                if json.loads(r.read()).get("ready"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise PlatformError(f"the predictor was not ready within {timeout:.0f}s; see {service.log}")
+def model_ready(url: str) -> bool:
+    """KServe's V1 model endpoint says ``"ready": true`` once load() and warm-up finished."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
+            return bool(json.loads(r.read()).get("ready"))
+    except (OSError, ValueError):
+        return False
 
 
 def smoke_test(url: str, text: str = "Absolutely love it, simply perfect.") -> dict:

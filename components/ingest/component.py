@@ -30,11 +30,10 @@ def ingest(
     """Raw review TSV under ``input_uri`` to Parquet splits under ``output_uri`` (S3 prefix)."""
     import hashlib
     import json
-    import os
     import tempfile
     from dataclasses import asdict
 
-    from components.common.artifacts import materialize
+    from components.common.artifacts import materialize, write_metrics_file
     from components.common.logs import configure_logging
     from components.ingest.job import IngestConfig, run_ingest
 
@@ -70,7 +69,4 @@ def ingest(
         metrics.log_metric(f"rejected_{reason}", count)
     for name, count in result.splits.items():
         metrics.log_metric(f"rows_{name}", count)
-    # A file behind every output artifact: kfp.local's cache treats a missing one as a miss.
-    os.makedirs(os.path.dirname(metrics.path), exist_ok=True)
-    with open(metrics.path, "w") as f:
-        json.dump(metrics.metadata, f)
+    write_metrics_file(metrics)

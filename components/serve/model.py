@@ -61,8 +61,6 @@ class ReviewClassifierModel(Model):
         start = time.perf_counter()
         try:
             self.classifier = Classifier(local_model_dir(self.model_dir), device=self.device)
-        except ModelLoadError:
-            raise
         except OSError as e:
             raise ModelLoadError(f"cannot read model directory {self.model_dir}: {e}") from e
         self.classifier.probabilities(WARMUP_TEXTS)

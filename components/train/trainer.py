@@ -475,9 +475,6 @@ class Trainer:
 
             info = log_model(out)
             results["mlflow_model_uri"] = info.model_uri
-            results["model_artifact_uri"] = (
-                info.artifact_path if hasattr(info, "artifact_path") else None
-            )
             mlflow.log_metrics({"best_val_accuracy": self.state.best_accuracy,
                                 "train_seconds": results["seconds"]})  # fmt: skip
             mlflow.log_dict(results, "results.json")

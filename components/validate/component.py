@@ -20,12 +20,12 @@ def validate(
     min_rows: int = 1000,
 ):
     """Deepchecks suites, Deequ-style constraints and bias figures; fails on a failed check."""
-    import json
     import os
     import shutil
     import tempfile
     from pathlib import Path
 
+    from components.common.artifacts import write_metrics_file
     from components.common.logs import configure_logging
     from components.validate.job import ValidateConfig, run_validation
 
@@ -54,6 +54,4 @@ def validate(
     for name, figures in result["bias"].items():
         metrics.log_metric(f"bias_CI_{name}", figures["CI"])
         metrics.log_metric(f"bias_DPL_{name}", figures["DPL"])
-    os.makedirs(os.path.dirname(metrics.path), exist_ok=True)
-    with open(metrics.path, "w") as f:
-        json.dump(metrics.metadata, f)
+    write_metrics_file(metrics)
