@@ -14,13 +14,21 @@ MODEL_NAME ?= review-classifier
 PORT ?= 8080
 PYTEST_ARGS ?=
 IMAGE_REGISTRY ?= ghcr.io/review-classifier
-# Images are tagged with the project version (the pipeline YAML names them); override to push
-# a build of another commit, e.g. IMAGE_TAG=$$(git rev-parse --short HEAD).
-IMAGE_TAG ?= 0.1.0
+# One tag scheme: $(IMAGE_REGISTRY)/<spark|train|serve|mlflow>:<git sha>. `images`, `push`,
+# `deploy` and a KFP `pipeline-run` all use these two variables. (The committed pipeline YAML
+# is compiled with the settings' default tag, the project version.)
+IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+IMAGES := spark train serve mlflow
+OVERLAY ?= eks
+NAMESPACE ?= review-classifier
+MLFLOW_VALUES ?=
+K8S_TOOLS_DIR ?= $(HOME)/.cache/review-classifier/k8s-tools
+K8S_STAMP := $(K8S_TOOLS_DIR)/.installed
 export LOCAL_STATE_DIR := $(STATE_DIR)
+export K8S_TOOLS_DIR
 
 .PHONY: help setup lock test test-unit lint fmt compile pipeline-run serve bench images push \
-	deploy stack-up stack-down stack-status generate clean
+	deploy k8s-tools crds stack-up stack-down stack-status generate clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,7 +48,13 @@ lock: ## Re-resolve the pins in pyproject.toml into constraints.txt (fresh venv)
 	  | grep -v -e '^-e' -e '^pip==' -e '^review-classifier'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
 
-test: $(STAMP) ## Run the whole test suite (unit, integration, pipelines, k8s)
+$(K8S_STAMP): tools/k8s/install.sh
+	PYTHON=$(PYTHON) bash tools/k8s/install.sh
+	@touch $@
+
+k8s-tools: $(K8S_STAMP) ## Install helm, kubectl, etcd, kube-apiserver, checkov for tests/k8s (once)
+
+test: $(STAMP) $(K8S_STAMP) ## Run the whole test suite (unit, integration, pipelines, k8s)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Run the unit tests only (seconds)
@@ -68,7 +82,7 @@ generate: stack-up ## Seed the local raw bucket with ROWS generated reviews
 	$(PY) -m pipelines.generate --rows $(ROWS) --output "s3://$${DATA_BUCKET:-review-classifier}/$${RAW_PREFIX:-raw/amazon-reviews/}"
 
 pipeline-run: $(STAMP) ## Run the pipeline (embedded default, or KFP when KFP_HOST is set)
-	$(PY) -m pipelines.run --rows $(ROWS) $(RUN_ARGS)
+	IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) $(PY) -m pipelines.run --rows $(ROWS) $(RUN_ARGS)
 
 compile: $(STAMP) ## Compile the KFP pipeline to pipelines/review_classifier.yaml
 	$(PY) -m pipelines.compile
@@ -85,13 +99,21 @@ bench: $(STAMP) ## Run every benchmark in benchmarks/ (results in benchmarks/res
 bench-%: $(STAMP) ## Run one benchmark, e.g. make bench-serve
 	$(PY) -m benchmarks.$*
 
-images: ## Build the spark, train and serve images
-	@echo "The images are not built yet (issue: cluster packaging)."; exit 1
+images: ## Build the spark, train, serve and mlflow images as IMAGE_REGISTRY/<name>:IMAGE_TAG
+	@for name in $(IMAGES); do \
+	  echo "== $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG)"; \
+	  docker build -f images/$$name.Dockerfile -t $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG) . || exit 1; \
+	done
 
-push: images ## Push the images to IMAGE_REGISTRY
+push: images ## Push the images to IMAGE_REGISTRY (log in first, e.g. aws ecr get-login-password)
+	@for name in $(IMAGES); do docker push $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG) || exit 1; done
 
-deploy: ## Install the platform on a cluster (kubectl, helm)
-	@echo "The manifests and charts are not built yet (issue: cluster packaging)."; exit 1
+deploy: ## Install on the current kube context: OVERLAY=eks|local, then the MLflow chart
+	OVERLAY=$(OVERLAY) NAMESPACE=$(NAMESPACE) IMAGE_REGISTRY=$(IMAGE_REGISTRY) \
+	  IMAGE_TAG=$(IMAGE_TAG) MLFLOW_VALUES=$(MLFLOW_VALUES) bash tools/k8s/deploy.sh
+
+crds: ## Download the pinned upstream CRDs (KServe, Training Operator) into build/crds
+	bash tools/k8s/fetch-crds.sh build/crds
 
 clean: ## Stop the local stack and remove .local, caches and build outputs
 	-@test -x $(PY) && $(PY) -m pipelines.stack down

@@ -107,6 +107,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=int, default=6 * 3600, help="remote --wait limit (seconds)")
     p.add_argument("--experiment", default=None, help="KFP experiment (default KFP_EXPERIMENT)")
     p.add_argument("--run-name", default=None, help="name of the run (default: timestamped)")
+    p.add_argument(
+        "--service-account",
+        default="review-classifier-pipeline",
+        help="service account of a KFP run's steps (manifests/base; '' for KFP's own)",
+    )
     return p.parse_args(argv)
 
 
@@ -322,6 +327,7 @@ def run_remote(args: argparse.Namespace, settings: Settings, client: Any = None)
         experiment_id=experiment.experiment_id,
         job_name=args.run_name or f"{PIPELINE_NAME}-{stamp}",
         params=params, pipeline_id=pipeline_id, version_id=version.pipeline_version_id,
+        service_account=args.service_account or None,
     )  # fmt: skip
     url = f"{settings.kfp_host.rstrip('/')}/#/runs/details/{run.run_id}"
     print(f"Run: {run.run_id}\nRun URL: {url}")

@@ -52,6 +52,8 @@ def build_inference_service(spec: ServiceSpec) -> dict:
         resources["nvidia.com/gpu"] = str(spec.gpus)
     predictor: dict[str, Any] = {
         "serviceAccountName": spec.service_account,
+        # Pod Security "restricted": KServe's storage initializer and queue-proxy inherit it.
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "minReplicas": spec.min_replicas,
         "maxReplicas": spec.max_replicas,
         "scaleMetric": spec.scale_metric,

@@ -35,7 +35,7 @@ class JobSpec:
     gpus_per_node: int = 1
     cpu: str = "8"
     memory: str = "64Gi"
-    service_account: str = "training"
+    service_account: str = "review-classifier-training"
     node_selector: dict[str, str] = field(
         default_factory=lambda: {"nvidia.com/gpu.present": "true"}
     )

@@ -123,6 +123,7 @@ def test_first_run_uploads_the_pipeline_and_creates_a_run(kfp_server, capsys):
     assert FakeKfp.state["experiment"]["display_name"] == "nightly"
     run = FakeKfp.state["run"]
     assert run["display_name"] == "r1" and run["experiment_id"] == "exp-1"
+    assert run["service_account"] == "review-classifier-pipeline"  # manifests/base's RBAC
     assert run["pipeline_version_reference"] == {
         "pipeline_id": "pipe-1",
         "pipeline_version_id": "ver-1",

@@ -30,7 +30,7 @@ def test_two_nodes_by_four_gpus(crds_dir):
         assert c["command"] == ["python", "-m", "torch.distributed.run", "-m", "components.train"]
         assert c["args"][:2] == ["--data", "s3://b/runs/7/"]
         assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in c["env"]
-        assert pod["serviceAccountName"] == "training"
+        assert pod["serviceAccountName"] == "review-classifier-training"
         assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
         assert pod["securityContext"]["runAsNonRoot"] is True
 

@@ -1,0 +1,254 @@
+"""Against a real kube-apiserver: server-side dry-run of everything, `make deploy`'s script, and
+the deploy step's and the PyTorchJob launcher's Kubernetes code, with the test as controller."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import yaml
+
+from components.common.errors import PlatformError
+from tests.k8s.conftest import NAMESPACE, ROOT, pytorchjob_2x4, run, tool
+
+
+def dry_run(apiserver, objs: list[dict]):
+    return apiserver.kubectl("apply", "--dry-run=server", "-f", "-",
+                             stdin=yaml.safe_dump_all(objs), check=False)  # fmt: skip
+
+
+def test_server_side_dry_run_accepts_every_rendered_object(apiserver, rendered):
+    for source, objs in rendered.items():
+        proc = dry_run(apiserver, objs)
+        assert proc.returncode == 0, f"{source}:\n{proc.stderr}"
+        assert proc.stdout.count("(server dry run)") == len(objs), proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("kind", "mutate", "message"),
+    [
+        ("InferenceService", lambda o: o["spec"]["predictor"].update(minReplicas="one"),
+         "minReplicas"),
+        ("PyTorchJob", lambda o: o["spec"].update(pytorchReplicaSpecs={"Master": {"replicas": "x"}}),
+         "replicas"),
+        ("Deployment", lambda o: o["spec"]["template"]["spec"]["containers"][0]["resources"].update(
+            requests={"cpu": "64", "memory": "1Gi"}), "must be less than or equal to cpu limit"),
+        ("NetworkPolicy", lambda o: o["spec"].update(policyTypes=["Sideways"]), "policyTypes"),
+    ],
+)  # fmt: skip
+def test_server_side_dry_run_rejects_broken_objects(apiserver, rendered, kind, mutate, message):
+    import copy
+
+    obj = copy.deepcopy(next(o for objs in rendered.values() for o in objs if o["kind"] == kind))
+    mutate(obj)
+    proc = dry_run(apiserver, [obj])
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def test_deploy_script_installs_the_local_overlay_and_the_mlflow_chart(apiserver, tmp_path):
+    env = {"KUBECONFIG": str(apiserver.kubeconfig), "KUBECTL": tool("kubectl"),
+           "HELM": tool("helm"), "OVERLAY": "local", "IMAGE_REGISTRY": "localhost:5001",
+           "IMAGE_TAG": "abc123", "DEPLOY_BUILD_DIR": str(tmp_path / "deploy")}  # fmt: skip
+    out = run("bash", "tools/k8s/deploy.sh", env=env).stdout
+    assert "4/4 next" in out
+    runtime = yaml.safe_load(
+        apiserver.kubectl(
+            "-n", NAMESPACE, "get", "servingruntime", "review-classifier", "-o", "yaml"
+        ).stdout
+    )
+    assert runtime["spec"]["containers"][0]["image"] == "localhost:5001/serve:abc123"
+    mlflow = yaml.safe_load(apiserver.kubectl(
+        "-n", NAMESPACE, "get", "deployment", "mlflow", "-o", "yaml").stdout)  # fmt: skip
+    assert mlflow["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "localhost:5001/mlflow:abc123"
+    )
+    s3 = apiserver.kubectl("-n", NAMESPACE, "get", "service", "s3", "-o", "name").stdout
+    assert s3.strip() == "service/s3"
+    # a second deploy is an upgrade, not an error
+    run("bash", "tools/k8s/deploy.sh", env=env)
+
+
+@pytest.fixture(scope="module")
+def pipeline_api(apiserver):
+    """CustomObjectsApi and CoreV1Api as the pipeline's service account (its RBAC, not admin's)."""
+    from kubernetes import client
+
+    objs = [o for o in (yaml.safe_load_all(run(tool("kubectl"), "kustomize",
+            "manifests/overlays/eks").stdout)) if o and o["kind"] in (
+            "ServiceAccount", "Role", "RoleBinding")]  # fmt: skip
+    apiserver.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objs))
+    core = client.CoreV1Api(apiserver.api_client())
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=["https://kubernetes.default.svc"])
+    )
+    token = core.create_namespaced_service_account_token(
+        "review-classifier-pipeline", "kubeflow", request
+    ).status.token
+    api_client = apiserver.api_client(token)
+    return client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
+
+
+def test_pipeline_service_account_is_least_privilege(pipeline_api):
+    from kubernetes.client.exceptions import ApiException
+
+    custom, core = pipeline_api
+    custom.list_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
+                                         "inferenceservices")  # fmt: skip
+    forbidden = [
+        lambda: core.list_namespaced_secret(NAMESPACE),
+        lambda: core.create_namespaced_pod(NAMESPACE, {"metadata": {"name": "x"}, "spec": {
+            "containers": [{"name": "x", "image": "busybox:1.36"}]}}),  # fmt: skip
+        lambda: custom.delete_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", "anything"),
+        lambda: custom.list_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", "default", "inferenceservices"),
+    ]  # fmt: skip
+    for call in forbidden:
+        with pytest.raises(ApiException) as info:
+            call()
+        assert info.value.status == 403
+
+
+class Controller:
+    """Plays KServe's / the Training Operator's part: writes status when the test says so."""
+
+    def __init__(self, apiserver, group: str, version: str, plural: str) -> None:
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi(apiserver.api_client())
+        self.args = (group, version, NAMESPACE, plural)
+
+    def get(self, name: str) -> dict:
+        return self.api.get_namespaced_custom_object(*self.args, name)
+
+    def wait_for(self, name: str, test: Callable[[dict], bool], timeout: float = 30) -> dict:
+        from kubernetes.client.exceptions import ApiException
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                obj = self.get(name)
+                if test(obj):
+                    return obj
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+            time.sleep(0.1)
+        raise AssertionError(f"{name} never satisfied the condition")
+
+    def set_status(self, name: str, status: dict) -> None:
+        self.api.patch_namespaced_custom_object_status(*self.args, name, {"status": status})
+
+
+def _in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _ready(url: str, generation: int) -> dict:
+    return {"url": url, "observedGeneration": generation,
+            "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
+
+
+def test_rollout_creates_canaries_promotes_and_rolls_back(apiserver, pipeline_api):
+    from components.deploy.inferenceservice import Rollout, ServiceSpec
+
+    custom, _ = pipeline_api
+    kserve = Controller(apiserver, "serving.kserve.io", "v1beta1", "inferenceservices")
+    rollout = Rollout(custom, poll_s=0.1, timeout_s=30)
+    smoked: list[str] = []
+    name, url = "rc-rollout", "http://rc-rollout.review-classifier.example.com"
+    v1, v2, v3 = (f"s3://mlflow-artifacts/1/models/m-{v}/artifacts/artifacts/model"
+                  for v in ("v1", "v2", "v3"))  # fmt: skip
+
+    # 1. first deploy: created, Ready, smoke-tested
+    thread, box = _in_thread(
+        lambda: rollout.run(
+            ServiceSpec(name=name, storage_uri=v1, model_version="1"), smoke=smoked.append
+        )
+    )
+    obj = kserve.wait_for(name, lambda o: True)
+    assert obj["spec"]["predictor"]["model"]["storageUri"] == v1
+    kserve.set_status(name, _ready(url, 1))
+    thread.join(30)
+    assert box["result"].action == "created" and smoked == [url]
+
+    # 2. a new version: canary patch, Ready, smoke, then 100%
+    kserve.set_status(name, {"conditions": [{"type": "Ready", "status": "Unknown"}]})
+    thread, box = _in_thread(lambda: rollout.run(
+        ServiceSpec(name=name, storage_uri=v2, model_version="2", canary_percent=20),
+        smoke=smoked.append))  # fmt: skip
+    obj = kserve.wait_for(name, lambda o: o["spec"]["predictor"]["model"]["storageUri"] == v2)
+    assert obj["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert obj["metadata"]["annotations"]["review-classifier/model-version"] == "2"
+    kserve.set_status(name, _ready(url, 2))
+    thread.join(30)
+    assert "error" not in box, box.get("error")
+    assert box["result"].action == "promoted"
+    assert kserve.get(name)["spec"]["predictor"]["canaryTrafficPercent"] == 100
+
+    # 3. a canary that fails: rolled back to v2 with all traffic, the step fails with the reason
+    kserve.set_status(name, {"conditions": [{"type": "Ready", "status": "Unknown"}]})
+    thread, box = _in_thread(
+        lambda: rollout.run(
+            ServiceSpec(name=name, storage_uri=v3, model_version="3"), smoke=smoked.append
+        )
+    )
+    kserve.wait_for(name, lambda o: o["spec"]["predictor"]["model"]["storageUri"] == v3)
+    kserve.set_status(name, {"conditions": [{
+        "type": "PredictorReady", "status": "False", "reason": "RevisionFailed",
+        "message": "container kserve-container: CrashLoopBackOff"}]})  # fmt: skip
+    thread.join(30)
+    error = box.get("error")
+    assert isinstance(error, PlatformError)
+    assert "rolled back" in str(error) and "CrashLoopBackOff" in str(error)
+    predictor = kserve.get(name)["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == v2 and predictor["canaryTrafficPercent"] == 100
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [("Succeeded", "PyTorchJob rc-train-2x4 is successfully completed."),
+     ("Failed", "PyTorchJob rc-train-2x4 is failed because 1 Worker replica(s) failed: OOMKilled")],
+)  # fmt: skip
+def test_pytorchjob_launcher_follows_the_job_to_its_end(apiserver, pipeline_api, condition,
+                                                        message):  # fmt: skip
+    from components.train.pytorchjob import submit_and_wait
+
+    custom, core = pipeline_api
+    operator = Controller(apiserver, "kubeflow.org", "v1", "pytorchjobs")
+    job = pytorchjob_2x4()
+    name = job["metadata"]["name"]
+    thread, box = _in_thread(lambda: submit_and_wait(job, custom, core, timeout_s=30, poll_s=0.1))
+    created = operator.wait_for(name, lambda o: True)
+    assert created["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    operator.set_status(name, {"conditions": [
+        {"type": "Created", "status": "True", "reason": "PyTorchJobCreated"},
+        {"type": "Running", "status": "False", "reason": "PyTorchJobRunning"},
+        {"type": condition, "status": "True", "reason": f"PyTorchJob{condition}",
+         "message": message}]})  # fmt: skip
+    thread.join(30)
+    if condition == "Succeeded":
+        assert box.get("result") == message, box
+    else:
+        assert isinstance(box.get("error"), PlatformError)
+        assert "OOMKilled" in str(box["error"])
+    operator.api.delete_namespaced_custom_object(*operator.args, name)
+
+
+def test_pytorchjob_manifest_template_is_accepted_as_is(apiserver):
+    template = (ROOT / "manifests" / "base" / "pytorchjob-template.yaml").read_text()
+    proc = apiserver.kubectl("apply", "--dry-run=server", "-f", "-", stdin=template, check=False)
+    assert proc.returncode == 0, proc.stderr

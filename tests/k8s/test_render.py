@@ -1,0 +1,254 @@
+"""Charts and kustomizations render with the real helm and kustomize; the policy holds for all."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.k8s.conftest import CHARTS, ROOT, helm_template, run, tool
+
+BUILTIN_POD_KINDS = {"Pod": ("spec",), "Deployment": ("spec", "template", "spec")}
+
+
+@pytest.mark.parametrize("name", sorted(CHARTS))
+def test_helm_lint_passes(name):
+    chart, values = CHARTS[name]
+    cmd = [tool("helm"), "lint", "--strict", chart] + (["--values", values] if values else [])
+    out = run(*cmd).stdout
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(
+    ("chart", "override", "message"),
+    [
+        ("charts/mlflow", "image.tag=latest", "image.tag"),
+        ("charts/mlflow", "artifacts.destination=/var/mlruns", "artifacts.destination"),
+        ("charts/review-classifier", "gpus=-1", "gpus"),
+        ("charts/review-classifier", "storageUri=models:/review-classifier/1", "storageUri"),
+        ("charts/review-classifier", "autoscaling.metric=latency", "autoscaling.metric"),
+        ("charts/review-classifier", "canaryPercent=150", "canaryPercent"),
+    ],
+)
+def test_values_schema_rejects_bad_values(chart, override, message):
+    proc = run(tool("helm"), "template", "rc", chart, "--set", override, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def _value_paths(obj: dict, documented: set[str], prefix: str = ""):
+    """Leaf paths of values.yaml; a documented mapping counts as one leaf."""
+    for key, value in obj.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and path not in documented:
+            yield from _value_paths(value, documented, f"{path}.")
+        else:
+            yield path
+
+
+def test_every_value_has_a_param_comment():
+    for chart in ("charts/mlflow", "charts/review-classifier"):
+        text = (ROOT / chart / "values.yaml").read_text()
+        documented = set(re.findall(r"^## @param (\S+)", text, flags=re.M))
+        missing = set(_value_paths(yaml.safe_load(text), documented)) - documented
+        assert not missing, f"{chart}/values.yaml: no ## @param for {sorted(missing)}"
+
+
+def test_review_classifier_chart_without_a_model_renders_only_the_runtime():
+    kinds = [d["kind"] for d in helm_template("charts/review-classifier", None)]
+    assert "InferenceService" not in kinds and "ServingRuntime" in kinds
+
+
+def test_review_classifier_chart_eks_values():
+    objs = {d["kind"]: d for d in helm_template(*CHARTS["review-classifier-eks"])}
+    isvc, runtime = objs["InferenceService"], objs["ServingRuntime"]
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 10
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 8)
+    assert predictor["model"]["runtime"] == runtime["metadata"]["name"]
+    assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert runtime["spec"]["containers"][0]["image"].endswith(
+        "/review-classifier/serve:0a1b2c3d4e5f"
+    )
+    assert "{{.Name}}" in " ".join(runtime["spec"]["containers"][0]["args"])
+    sa = objs["ServiceAccount"]
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("serving")
+    assert predictor["serviceAccountName"] == sa["metadata"]["name"]
+    test_pod = objs["Pod"]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert (
+        "/v1/models/rc-review-classifier:predict" in test_pod["spec"]["containers"][0]["command"][2]
+    )
+
+
+def test_mlflow_chart_eks_values_use_the_secrets_and_basic_auth():
+    objs = {d["kind"]: d for d in helm_template(*CHARTS["mlflow-eks"])}
+    container = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "mlflow-backend-store"
+    )
+    assert "--app-name=basic-auth" in container["args"]
+    assert "--artifacts-destination=s3://review-classifier-mlflow-artifacts" in container["args"]
+    assert {p for p in ("startupProbe", "readinessProbe", "livenessProbe") if p in container} == {
+        "startupProbe", "readinessProbe", "livenessProbe"
+    }  # fmt: skip
+    assert objs["Deployment"]["spec"]["replicas"] == 2
+
+
+def test_helm_notes_say_how_to_call_the_service(apiserver):
+    proc = run(tool("helm"), "install", "notes", "charts/review-classifier", "--dry-run",
+               "--namespace", "review-classifier", "--values",
+               "charts/review-classifier/ci/eks-values.yaml",
+               env={"KUBECONFIG": str(apiserver.kubeconfig)})  # fmt: skip
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "/v1/models/notes-review-classifier:predict" in notes
+    assert "/v2/models/notes-review-classifier/infer" in notes
+
+
+def test_base_has_one_resource_per_file_and_lists_them_all():
+    base = ROOT / "manifests" / "base"
+    listed = yaml.safe_load((base / "kustomization.yaml").read_text())["resources"]
+    files = sorted(p.name for p in base.glob("*.yaml") if p.name != "kustomization.yaml"
+                   and not p.is_symlink())  # fmt: skip
+    assert sorted(listed) == files
+    for name in files:
+        assert len([d for d in yaml.safe_load_all((base / name).read_text()) if d]) == 1, name
+
+
+def test_pytorchjob_template_in_manifests_is_the_one_the_launcher_uses():
+    link = ROOT / "manifests" / "base" / "pytorchjob-template.yaml"
+    assert link.resolve() == (ROOT / "components" / "train" / "pytorchjob_template.yaml")
+
+
+def test_manifests_agree_with_the_code(rendered):
+    from components.deploy.inferenceservice import ServiceSpec, build_inference_service
+    from components.train.pytorchjob import JobSpec
+    from pipelines.review_classifier import CONFIG_KEYS, CONFIG_MAP
+
+    objs = {(d["kind"], d["metadata"]["name"]): d for d in rendered["manifests/overlays/eks"]}
+    accounts = {name for kind, name in objs if kind == "ServiceAccount"}
+    assert ServiceSpec.service_account in accounts and JobSpec.service_account in accounts
+    config = objs[("ConfigMap", CONFIG_MAP)]
+    assert set(config["data"]) <= set(CONFIG_KEYS)
+    # the standalone InferenceService is the one the deploy step builds
+    (isvc,) = rendered["manifests/serving"]
+    uri = isvc["spec"]["predictor"]["model"]["storageUri"]
+    built = build_inference_service(ServiceSpec(name="review-classifier", storage_uri=uri))
+    assert isvc["spec"] == built["spec"]
+
+
+def _pod_specs(obj: dict) -> list[tuple[str, dict]]:
+    kind = obj["kind"]
+    if kind in BUILTIN_POD_KINDS:
+        spec = obj
+        for key in BUILTIN_POD_KINDS[kind]:
+            spec = spec[key]
+        return [(kind, spec)]
+    if kind == "PyTorchJob":
+        return [(f"PyTorchJob/{r}", s["template"]["spec"])
+                for r, s in obj["spec"]["pytorchReplicaSpecs"].items()]  # fmt: skip
+    if kind == "ServingRuntime":
+        return [("ServingRuntime", obj["spec"])]
+    return []
+
+
+def _images(rendered) -> list[tuple[str, str]]:
+    return [
+        (where, c["image"])
+        for where, obj in _objects(rendered)
+        for _, spec in _pod_specs(obj)
+        for c in spec.get("containers", []) + spec.get("initContainers", [])
+    ]
+
+
+def test_no_image_is_latest_or_untagged(rendered):
+    images = _images(rendered)
+    assert len(images) >= 8
+    for where, image in images:
+        name = image.split("@", 1)[0]
+        tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else None
+        assert "@sha256:" in image or (tag and tag != "latest"), f"{where}: {image}"
+
+
+def _objects(rendered):
+    for source, objs in rendered.items():
+        for obj in objs:
+            yield f"{source}:{obj['kind']}/{obj['metadata']['name']}", obj
+
+
+def test_every_container_has_requests_and_limits(rendered):
+    checked = 0
+    for where, obj in _objects(rendered):
+        if obj["kind"] == "InferenceService":
+            containers = [obj["spec"]["predictor"]["model"]]
+        else:
+            containers = [c for _, s in _pod_specs(obj) for c in s.get("containers", [])]
+        for c in containers:
+            res = c.get("resources", {})
+            for part in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(res.get(part, {})), f"{where}: {part}"
+            checked += 1
+    assert checked >= 10
+
+
+def test_every_pod_runs_as_non_root(rendered):
+    checked = 0
+    for where, obj in _objects(rendered):
+        if obj["kind"] == "InferenceService":
+            ctx = obj["spec"]["predictor"].get("securityContext", {})
+            assert ctx.get("runAsNonRoot") is True, where
+            checked += 1
+            continue
+        for kind, spec in _pod_specs(obj):
+            pod_ctx = spec.get("securityContext", {})
+            for c in spec.get("containers", []):
+                what = f"{where} ({kind}) {c['name']}"
+                ctx = {**pod_ctx, **c.get("securityContext", {})}
+                assert ctx.get("runAsNonRoot") is True, what
+                assert ctx.get("runAsUser", 1) != 0, f"{what} runs as root"
+                assert ctx.get("allowPrivilegeEscalation") is False, what
+                drop = c.get("securityContext", {}).get("capabilities", {}).get("drop")
+                assert drop == ["ALL"], what
+                checked += 1
+    assert checked >= 10
+
+
+def test_dockerfiles_follow_the_image_rules():
+    for path in sorted((ROOT / "images").glob("*.Dockerfile")):
+        text = path.read_text()
+        assert re.search(r"^ARG PYTHON_IMAGE=\S+@sha256:[0-9a-f]{64}$", text, re.M), path.name
+        assert re.findall(r"^USER (\S+)", text, re.M)[-1] == "10001:10001", path.name
+        last_stage = text.rsplit("\nFROM ", 1)[1]
+        assert re.search(r'^(ENTRYPOINT) \[".+"\]$', last_stage, re.M), path.name
+        assert text.count("FROM ") >= 2, f"{path.name}: multi-stage"
+        copies = [m.group(1) for m in re.finditer(r"^COPY (?!--from)(\S+)", text, re.M)]
+        if "components" in copies:
+            assert copies.index("pyproject.toml") < copies.index("components"), path.name
+    serve = (ROOT / "images" / "serve.Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "components.serve"]' in serve
+
+
+def test_image_requirements_swap_only_torch():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("req", ROOT / "images" / "requirements.py")
+    req = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(req)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    lock = (ROOT / "constraints.txt").read_text()
+    for variant, pin in (("cuda", "torch==2.13.0"), ("cpu", "torch==2.13.0+cpu")):
+        requirements, constraints = req.image_requirements(pyproject, lock, variant)
+        lines = requirements.splitlines()
+        assert lines[0] == pin and sum(line.startswith("torch") for line in lines) == 1
+        assert "pyspark==4.3.0" in lines and not any(line.startswith("pytest") for line in lines)
+        assert "torch==" not in constraints and "pyspark==4.3.0" in constraints.splitlines()
+
+
+def test_dockerignore_keeps_the_build_context_small():
+    lines = [x for x in (ROOT / ".dockerignore").read_text().splitlines() if x and x[0] != "#"]
+    assert lines[0] == "**", "everything is excluded first"
+    kept = {line[1:] for line in lines if line.startswith("!")}
+    assert kept == {"pyproject.toml", "constraints.txt", "components/**", "pipelines/**",
+                    "images/**"}  # fmt: skip
