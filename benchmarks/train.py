@@ -1,11 +1,14 @@
 """Training throughput: our trainer vs the Hugging Face ``Trainer``, side by side.
 
-Same model (a small BERT built from config), same tokenized data, batch size, sequence length
-and precision; single process on this machine. Each run trains ``--steps`` optimizer steps;
-throughput is samples/s over the steps after a warm-up window, measured the same way for
-both. Runs are interleaved and repeated; medians are reported. On a GPU the script also
-reports model FLOPs utilisation (6 x non-embedding params x tokens + attention FLOPs over the
-GPU's peak dense bf16). Writes results/train.json (or train-<gpu>.json) and a PNG.
+Same model (a small BERT built from config), same tokenized data, batch size, sequence length,
+padding multiple and precision; single process on this machine. Three comparisons: each tool's
+default sampling (ours groups batches by length, the Trainer samples at random), then both
+grouped and both random, which isolate the training loop from the choice of default. Each run
+trains ``--steps`` optimizer steps; throughput is samples/s over the steps after a warm-up
+window, measured the same way for both. Runs are interleaved and repeated; medians are
+reported. On a GPU the script also reports model FLOPs utilisation (6 x non-embedding params x
+tokens + attention FLOPs over the GPU's peak dense bf16). Writes results/train.json (or
+train-<gpu>.json) and a PNG.
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ import pandas as pd  # noqa: E402
 from benchmarks.common import RESULTS, hardware, median, write_result  # noqa: E402
 
 BASELINE = "Hugging Face Trainer"
+PAD_MULTIPLE = 8  # our PadCollator's default; the Trainer's collator gets the same
+# (name, ours grouped by length?, Trainer grouped by length?): each tool's default first, then
+# both with the same sampling, so the gain of the loop and the gain of the default show apart.
+CASES = (
+    ("defaults (ours: length-grouped, Trainer: random)", True, False),
+    ("both length-grouped", True, True),
+    ("both random", False, False),
+)
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
 WARMUP = 10
 
@@ -78,6 +89,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
                 mlflow=False,
                 max_eval_rows=64,
                 precision="bf16" if args.gpu else "fp32",
+                group_by_length=args.grouped,
             )
         )
     return {"samples_per_s": results["steady_samples_per_s"]}
@@ -101,6 +113,8 @@ def worker_hf(args: argparse.Namespace) -> dict:
         train["review_body"].tolist(), train["label"].tolist(), tokenizer, args.seq
     )
     rows = [{"input_ids": ids, "labels": label} for ids, label in (ds[i] for i in range(len(ds)))]
+    for row in rows:  # what the Trainer's LengthGroupedSampler reads
+        row["length"] = len(row["input_ids"])
     model = build_small_bert(
         len(tokenizer),
         args.layers,
@@ -129,12 +143,13 @@ def worker_hf(args: argparse.Namespace) -> dict:
             dataloader_num_workers=0,
             disable_tqdm=True,
             warmup_steps=max(1, args.steps // 10),
+            train_sampling_strategy="group_by_length" if args.grouped else "random",
         )
         trainer = Trainer(
             model=model,
             args=targs,
             train_dataset=rows,
-            data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+            data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=PAD_MULTIPLE),
             callbacks=[Clock()],
         )
         trainer.train()
@@ -145,7 +160,7 @@ def worker_hf(args: argparse.Namespace) -> dict:
     }
 
 
-def run_worker(kind: str, args: argparse.Namespace) -> float:
+def run_worker(kind: str, args: argparse.Namespace, grouped: bool) -> float:
     argv = [
         sys.executable,
         "-m",
@@ -166,6 +181,7 @@ def run_worker(kind: str, args: argparse.Namespace) -> float:
         str(args.hidden),
         "--heads",
         str(args.heads),
+        "--grouped" if grouped else "--no-grouped",
     ]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["samples_per_s"]
@@ -184,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=128, help="hidden size (bert-base: 768)")
     p.add_argument("--heads", type=int, default=2, help="attention heads (bert-base: 12)")
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    p.add_argument(
+        "--grouped", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS
+    )
     args = p.parse_args(argv)
     import torch
 
@@ -198,31 +217,33 @@ def main(argv: list[str] | None = None) -> int:
         rows, detail = [], []
         for seq in args.seqs:
             args.seq = seq
-            ours, hf = [], []
+            runs: dict[tuple[str, bool], list[float]] = {}
+            needed = sorted({("ours", o) for _, o, _ in CASES} | {("hf", h) for _, _, h in CASES})
             for rep in range(args.reps):
-                ours.append(run_worker("ours", args))
-                hf.append(run_worker("hf", args))
-                print(
-                    f"seq={seq} rep={rep}: ours {ours[-1]:.0f} samples/s, HF Trainer {hf[-1]:.0f}",
-                    flush=True,
-                )
-            o, h = median(ours), median(hf)
-            row = {
-                "case": f"seq={seq} batch={args.batch}",
-                "ours": round(o, 1),
-                "baseline": BASELINE,
-                "baseline_value": round(h, 1),
-                "ratio": round(o / h, 3),
-            }
+                for kind, grouped in needed:  # interleaved, so drift hits every variant alike
+                    runs.setdefault((kind, grouped), []).append(run_worker(kind, args, grouped))
+                line = ", ".join(f"{k}{'/grouped' if g else ''} {v[-1]:.0f}"
+                                 for (k, g), v in runs.items())  # fmt: skip
+                print(f"seq={seq} rep={rep}: {line} samples/s", flush=True)
             hw = hardware()
-            if hw["gpu"]:
-                non_emb = 12 * args.layers * args.hidden**2  # attention + MLP weights per layer
-                peak = next((v for k, v in PEAK_BF16.items() if k in hw["gpu"]), None)
-                f = flops_per_sample(non_emb, seq, args.layers, args.hidden)
-                row["mfu_ours"] = round(o * f / peak, 4) if peak else None
-                row["mfu_baseline"] = round(h * f / peak, 4) if peak else None
-            rows.append(row)
-            detail.append({"seq": seq, "ours": ours, "hf": hf})
+            for case, ours_grouped, hf_grouped in CASES:
+                o, h = median(runs[("ours", ours_grouped)]), median(runs[("hf", hf_grouped)])
+                row = {
+                    "case": f"seq={seq} batch={args.batch}, {case}",
+                    "ours": round(o, 1),
+                    "baseline": BASELINE,
+                    "baseline_value": round(h, 1),
+                    "ratio": round(o / h, 3),
+                }
+                if hw["gpu"]:
+                    non_emb = 12 * args.layers * args.hidden**2  # attention + MLP per layer
+                    peak = next((v for k, v in PEAK_BF16.items() if k in hw["gpu"]), None)
+                    f = flops_per_sample(non_emb, seq, args.layers, args.hidden)
+                    row["mfu_ours"] = round(o * f / peak, 4) if peak else None
+                    row["mfu_baseline"] = round(h * f / peak, 4) if peak else None
+                rows.append(row)
+            detail.append({"seq": seq, **{f"{k}{'_grouped' if g else '_random'}": v
+                                          for (k, g), v in runs.items()}})  # fmt: skip
     name = "train" if not hardware()["gpu"] else f"train-{hardware()['gpu'].split()[-1]}"
     payload = {
         "unit": "samples/s",
@@ -240,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     path = write_result(name, payload)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    labels = [r["case"] for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    labels = [r["case"].replace(", ", "\n", 1).replace(" (", "\n(") for r in rows]
     xs = range(len(rows))
     ax.bar([x - 0.2 for x in xs], [r["ours"] for r in rows], 0.4, label="ours (torch loop)")
     ax.bar([x + 0.2 for x in xs], [r["baseline_value"] for r in rows], 0.4, label=BASELINE)

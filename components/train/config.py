@@ -36,7 +36,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     log_every: int = 10
     early_stopping_patience: int = 0
-    group_by_length: bool = False
+    group_by_length: bool = True
     precision: str = "auto"
     compile: bool = False
     seed: int = 42
@@ -92,7 +92,8 @@ _HELP = {
     "checkpoint_every": "checkpoint every N steps (0: at each epoch end only)",
     "log_every": "log loss and learning rate every N steps",
     "early_stopping_patience": "stop after N evaluations without a better accuracy (0: never)",
-    "group_by_length": "batch reviews of similar length together (less padding)",
+    "group_by_length": "batch reviews of similar length together: about half the padded tokens "
+    "on review-length data (off: random batches)",
     "precision": "auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU",
     "compile": "torch.compile the model",
     "seed": "random seed (each rank offsets it by its rank)",

@@ -162,7 +162,9 @@ class Trainer:
             {"params": decay, "weight_decay": self.cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        fused = self.ctx.device.type == "cuda"
+        # The fused kernel (one pass over all parameters) exists on CUDA and, since torch 2.4,
+        # on CPU; it is what the HF Trainer's default optimizer (adamw_torch_fused) uses too.
+        fused = self.ctx.device.type in ("cuda", "cpu")
         optimizer = torch.optim.AdamW(groups, lr=self.cfg.learning_rate, fused=fused)
         warmup = int(total_steps * self.cfg.warmup_ratio)
         return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
@@ -350,7 +352,8 @@ class Trainer:
         while st.step < total_steps:
             sampler.set_epoch(st.epoch)
             skip = st.batches_done_in_epoch * cfg.grad_accum  # micro-batches already trained
-            accum_loss = 0.0
+            # The loss stays on the device between log steps: no host sync per step.
+            accum_loss = torch.zeros((), device=ctx.device)
             for index, batch in enumerate(loader):
                 if index < skip:
                     continue
@@ -365,7 +368,7 @@ class Trainer:
                     with self.autocast():
                         loss = model(**batch).loss / cfg.grad_accum
                     (scaler.scale(loss) if scaler else loss).backward()
-                accum_loss += float(loss.detach())
+                accum_loss += loss.detach()
                 if not last_micro:
                     continue
                 if scaler:
@@ -389,7 +392,7 @@ class Trainer:
                 samples_since += micro * cfg.grad_accum * ctx.world_size
                 if st.step % cfg.log_every == 0 or st.step == total_steps:
                     elapsed = time.perf_counter() - t_since
-                    loss_t = du.all_reduce_sum(torch.tensor([accum_loss], device=ctx.device), ctx)
+                    loss_t = du.all_reduce_sum(accum_loss.reshape(1).float(), ctx)
                     rate = samples_since / max(elapsed, 1e-9)
                     if ctx.is_main:
                         lr = scheduler.get_last_lr()[0]
@@ -406,7 +409,7 @@ class Trainer:
                                                 "learning_rate": lr, "samples_per_s": rate},
                                                step=st.step)  # fmt: skip
                     samples_since, t_since = 0, time.perf_counter()
-                accum_loss = 0.0
+                accum_loss = torch.zeros((), device=ctx.device)
                 stop = False
                 if cfg.eval_every and st.step % cfg.eval_every == 0:
                     stop = self._after_eval(model, val_ds, micro, mlflow)

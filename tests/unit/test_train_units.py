@@ -13,9 +13,10 @@ from components.train.launch import torchrun_argv
 
 
 def test_parse_args_into_frozen_config():
-    cfg = parse_args(["--data", "d", "--output-dir", "o", "--no-mlflow", "--group-by-length",
+    cfg = parse_args(["--data", "d", "--output-dir", "o", "--no-mlflow", "--no-group-by-length",
                       "--learning-rate", "3e-4", "--precision", "bf16"])  # fmt: skip
-    assert (cfg.data, cfg.output_dir, cfg.mlflow, cfg.group_by_length) == ("d", "o", False, True)
+    assert (cfg.data, cfg.output_dir, cfg.mlflow, cfg.group_by_length) == ("d", "o", False, False)
+    assert parse_args(["--data", "d", "--output-dir", "o"]).group_by_length  # the default
     assert cfg.learning_rate == 3e-4 and cfg.max_seq_length == 64 and cfg.batch_size == 128
     with pytest.raises(AttributeError):
         cfg.data = "x"  # frozen
