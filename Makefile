@@ -99,14 +99,15 @@ bench: $(STAMP) ## Run every benchmark in benchmarks/ (results in benchmarks/res
 bench-%: $(STAMP) ## Run one benchmark, e.g. make bench-serve
 	$(PY) -m benchmarks.$*
 
-images: ## Build the spark, train, serve and mlflow images as IMAGE_REGISTRY/<name>:IMAGE_TAG
-	@for name in $(IMAGES); do \
-	  echo "== $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG)"; \
-	  docker build -f images/$$name.Dockerfile -t $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG) . || exit 1; \
-	done
+images: $(addprefix image-,$(IMAGES)) ## Build the spark, train, serve, mlflow images as IMAGE_REGISTRY/<name>:IMAGE_TAG
 
-push: images ## Push the images to IMAGE_REGISTRY (log in first, e.g. aws ecr get-login-password)
-	@for name in $(IMAGES); do docker push $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG) || exit 1; done
+image-%: ## Build one image, e.g. make image-serve
+	docker build -f images/$*.Dockerfile -t $(IMAGE_REGISTRY)/$*:$(IMAGE_TAG) .
+
+push: $(addprefix push-,$(IMAGES)) ## Push the images to IMAGE_REGISTRY (log in first, e.g. aws ecr get-login-password)
+
+push-%: image-% ## Push one image
+	docker push $(IMAGE_REGISTRY)/$*:$(IMAGE_TAG)
 
 deploy: ## Install on the current kube context: OVERLAY=eks|local, then the MLflow chart
 	OVERLAY=$(OVERLAY) NAMESPACE=$(NAMESPACE) IMAGE_REGISTRY=$(IMAGE_REGISTRY) \

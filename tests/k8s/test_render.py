@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import yaml
@@ -252,3 +253,19 @@ def test_dockerignore_keeps_the_build_context_small():
     kept = {line[1:] for line in lines if line.startswith("!")}
     assert kept == {"pyproject.toml", "constraints.txt", "components/**", "pipelines/**",
                     "images/**"}  # fmt: skip
+
+
+def test_images_push_deploy_and_pipeline_share_one_tag_scheme(tmp_path):
+    registry, tag = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rc", "0a1b2c3d4e5f"
+    env = {"IMAGE_REGISTRY": registry, "IMAGE_TAG": tag}
+    plan = run("make", "-n", "images", "push", "deploy", env=env).stdout
+    for name in ("spark", "train", "serve", "mlflow"):
+        image = f"{registry}/{name}:{tag}"
+        assert f"docker build -f images/{name}.Dockerfile -t {image} ." in plan
+        assert f"docker push {image}" in plan
+    deploy = plan.replace("\\\n", " ")
+    assert f"IMAGE_REGISTRY={registry}" in deploy and f"IMAGE_TAG={tag}" in deploy  # deploy.sh
+    compiled = tmp_path / "pipeline.yaml"
+    run(sys.executable, "-m", "pipelines.compile", "--output", str(compiled), env=env)
+    images = set(re.findall(r"^ +image: (\S+/\S+)$", compiled.read_text(), re.M))
+    assert images == {f"{registry}/{name}:{tag}" for name in ("spark", "train")}, images
