@@ -9,7 +9,14 @@ import sys
 import urllib.request
 
 from components.common.errors import PlatformError
-from pipelines.stack import LocalStack, Service, free_port, spawn, stop_process, wait_healthy
+from components.common.localstack import (
+    LocalStack,
+    Service,
+    free_port,
+    spawn,
+    stop_process,
+    wait_healthy,
+)
 
 logger = logging.getLogger(__name__)
 
