@@ -30,6 +30,7 @@ def ingest(
     """Raw review TSV under ``input_uri`` to Parquet splits under ``output_uri`` (S3 prefix)."""
     import hashlib
     import json
+    import os
     import tempfile
     from dataclasses import asdict
 
@@ -45,18 +46,22 @@ def ingest(
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     with tempfile.TemporaryDirectory(prefix="ingest-out-") as tmp:
         out = f"{output_uri.rstrip('/')}/{digest}" if output_uri else tmp
+        local_copy = f"{tmp}/local"  # written only when Spark writes locally before uploading
         result = run_ingest(
             IngestConfig(
                 input=input_uri, output=out, label_mode=label_mode, balance=balance,
                 split=(train_fraction, validation_fraction, test_fraction), seed=seed,
                 spark_master=spark_master, text_fields=tuple(text_fields.split(",")),
-            )
+            ),
+            local_copy=local_copy,
         )  # fmt: skip
         base = out.rstrip("/")
+        # The artifacts come from the local copy when there is one, else from the output.
+        source = local_copy if os.path.isdir(local_copy) else base
         for name, artifact in (("train", train), ("validation", validation), ("test", test)):
-            materialize(f"{base}/{name}", artifact.path)
+            materialize(f"{source}/{name}", artifact.path)
             artifact.metadata.update({"rows": result.splits[name], "uri": f"{base}/{name}"})
-        materialize(f"{base}/rejects", rejects.path)
+        materialize(f"{source}/rejects", rejects.path)
         rejects.metadata.update(
             {"rows": sum(result.rejected.values()), "by_reason": result.rejected}
         )

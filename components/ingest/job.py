@@ -147,8 +147,15 @@ def _write_parquet(df: Any, path: str, rows: int) -> None:
     df.coalesce(files).write.mode("overwrite").parquet(path)
 
 
-def run_ingest(config: IngestConfig, settings: Settings | None = None) -> Stats:
-    """Run the whole ingest; returns the stats that were also written to ``stats.json``."""
+def run_ingest(
+    config: IngestConfig, settings: Settings | None = None, local_copy: str | None = None
+) -> Stats:
+    """Run the whole ingest; returns the stats that were also written to ``stats.json``.
+
+    When Spark writes locally before the upload to an S3 ``output`` (no S3A connector), it
+    writes into ``local_copy`` if given, which then stays: a caller that needs the files too
+    (the KFP component's artifacts) copies them from there instead of downloading them again.
+    """
     settings = settings or Settings.from_env()
     stats = Stats(config={**asdict(config), "label_mode": config.label_mode.value})
     timer = StageTimer(stats.timings_s)
@@ -169,7 +176,7 @@ def run_ingest(config: IngestConfig, settings: Settings | None = None) -> Stats:
             paths = _prepare_inputs(files, read_path, storage, Path(tmp) / "raw", stats)
         local_out = config.output
         if is_s3_uri(config.output) and read_path is not ReadPath.S3A:
-            local_out = str(Path(tmp) / "out")
+            local_out = local_copy or str(Path(tmp) / "out")
         elif is_s3_uri(config.output):
             local_out = to_s3a(config.output)
         _transform_and_write(spark, paths, config, label_map, local_out, stats, timer)

@@ -173,7 +173,8 @@ def test_s3_in_and_out_through_the_local_s3_server(stack, settings, storage, tmp
     raw_uri = f"s3://{settings.data_bucket}/tests/ingest/raw/"
     out_uri = f"s3://{settings.data_bucket}/tests/ingest/run-1/"
     storage.upload_dir(raw, raw_uri)
-    stats = run_ingest(IngestConfig(input=raw_uri, output=out_uri), settings)
+    local_copy = tmp_path / "local-copy"
+    stats = run_ingest(IngestConfig(input=raw_uri, output=out_uri), settings, str(local_copy))
     assert stats.read_path == "staged"  # the pip Spark has no S3A connector
     assert stats.rejected == {kind: 2 for kind in manifest.malformed}
     assert all(i["uri"].startswith(raw_uri) and i["etag"] for i in stats.inputs)
@@ -183,6 +184,10 @@ def test_s3_in_and_out_through_the_local_s3_server(stack, settings, storage, tmp
                    for k in keys), name  # fmt: skip
     remote = storage.get_json(out_uri + "stats.json")
     assert remote["splits"] == stats.splits and remote["data_version"] == stats.data_version
+    # Spark wrote into the caller's local copy, and exactly that was uploaded (no re-download)
+    local = sorted(str(p.relative_to(local_copy)) for p in local_copy.rglob("*.parquet"))
+    prefix = "tests/ingest/run-1/"
+    assert local and local == sorted(k[len(prefix) :] for k in keys if k.endswith(".parquet"))
 
 
 def test_jvm_cleaning_matches_the_python_reference(spark):
