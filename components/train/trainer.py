@@ -341,100 +341,104 @@ class Trainer:
 
     def _loop(self, model, loader, sampler, optimizer, scheduler, scaler, val_ds, micro,
               total_steps, steps_per_epoch, mlflow) -> int:  # fmt: skip
-        cfg, ctx, st = self.cfg, self.ctx, self.state
+        """Train epoch after epoch until ``total_steps`` or early stopping; returns steps done."""
+        cfg, st = self.cfg, self.state
         model.train()
-        done_this_attempt = 0
-        samples_since, t_since = 0, time.perf_counter()
         # Steady-state throughput: optimizer steps after the first log window, evaluation and
         # checkpoint time excluded (what benchmarks/train.py compares).
         self.steady = {"steps": 0, "seconds": 0.0, "samples": 0}
-        t_step = time.perf_counter()
+        self._window = {"done": 0, "samples": 0, "since": time.perf_counter()}
+        step_args = (model, optimizer, scheduler, scaler, val_ds, micro, total_steps, mlflow)
         while st.step < total_steps:
-            sampler.set_epoch(st.epoch)
-            skip = st.batches_done_in_epoch * cfg.grad_accum  # micro-batches already trained
-            # The loss stays on the device between log steps: no host sync per step.
-            accum_loss = torch.zeros((), device=ctx.device)
-            for index, batch in enumerate(loader):
-                if index < skip:
-                    continue
-                batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
-                last_micro = (index + 1) % cfg.grad_accum == 0
-                sync = (
-                    contextlib.nullcontext()
-                    if last_micro or not ctx.distributed
-                    else model.no_sync()
-                )
-                with sync:
-                    with self.autocast():
-                        loss = model(**batch).loss / cfg.grad_accum
-                    (scaler.scale(loss) if scaler else loss).backward()
-                accum_loss += loss.detach()
-                if not last_micro:
-                    continue
-                if scaler:
-                    scaler.unscale_(optimizer)
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                st.step += 1
-                st.batches_done_in_epoch += 1
-                done_this_attempt += 1
-                if done_this_attempt > cfg.log_every:
-                    self.steady["steps"] += 1
-                    self.steady["seconds"] += time.perf_counter() - t_step
-                    self.steady["samples"] += micro * cfg.grad_accum * ctx.world_size
-                samples_since += micro * cfg.grad_accum * ctx.world_size
-                if st.step % cfg.log_every == 0 or st.step == total_steps:
-                    elapsed = time.perf_counter() - t_since
-                    loss_t = du.all_reduce_sum(accum_loss.reshape(1).float(), ctx)
-                    rate = samples_since / max(elapsed, 1e-9)
-                    if ctx.is_main:
-                        lr = scheduler.get_last_lr()[0]
-                        logger.info(
-                            "step %d/%d loss %.4f lr %.2e %.0f samples/s",
-                            st.step,
-                            total_steps,
-                            loss_t.item() / ctx.world_size,
-                            lr,
-                            rate,
-                        )
-                        if mlflow:
-                            mlflow.log_metrics({"train_loss": loss_t.item() / ctx.world_size,
-                                                "learning_rate": lr, "samples_per_s": rate},
-                                               step=st.step)  # fmt: skip
-                    samples_since, t_since = 0, time.perf_counter()
-                accum_loss = torch.zeros((), device=ctx.device)
-                stop = False
-                if cfg.eval_every and st.step % cfg.eval_every == 0:
-                    stop = self._after_eval(model, val_ds, micro, mlflow)
-                if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
-                    self._checkpoint(model, optimizer, scheduler, scaler)
-                t_step = time.perf_counter()
-                if stop or st.step >= total_steps:
-                    if stop:
-                        total_steps = st.step
-                    break
-            else:
-                # a full pass over the data: the epoch ends
+            epoch_done, stop = self._train_epoch(loader, sampler, step_args)
+            if epoch_done:  # a full pass over the data
                 st.epoch += 1
                 st.batches_done_in_epoch = 0
-                stop = False
                 if not cfg.eval_every:
                     stop = self._after_eval(model, val_ds, micro, mlflow)
                 self._checkpoint(model, optimizer, scheduler, scaler)
-                if stop:
-                    break
-                continue
-            break
+            if stop:
+                break
         if not st.history or st.history[-1]["step"] != st.step:
             self._after_eval(model, val_ds, micro, mlflow)
-        return done_this_attempt
+        return self._window["done"]
+
+    def _train_epoch(self, loader, sampler, step_args) -> tuple[bool, bool]:
+        """The rest of the current epoch: (the epoch ended, training should stop)."""
+        model, optimizer, scheduler, scaler, val_ds, micro, total_steps, mlflow = step_args
+        cfg, ctx, st = self.cfg, self.ctx, self.state
+        sampler.set_epoch(st.epoch)
+        skip = st.batches_done_in_epoch * cfg.grad_accum  # micro-batches already trained
+        # The loss stays on the device between log steps: no host sync per step.
+        accum_loss = torch.zeros((), device=ctx.device)
+        t_step = time.perf_counter()
+        for index, batch in enumerate(loader):
+            if index < skip:
+                continue
+            batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
+            last_micro = (index + 1) % cfg.grad_accum == 0
+            sync = (
+                contextlib.nullcontext() if last_micro or not ctx.distributed else model.no_sync()
+            )
+            with sync:
+                with self.autocast():
+                    loss = model(**batch).loss / cfg.grad_accum
+                (scaler.scale(loss) if scaler else loss).backward()
+            accum_loss += loss.detach()
+            if not last_micro:
+                continue
+            self._optimizer_step(model, optimizer, scheduler, scaler)
+            self._account_step(t_step, micro, total_steps, accum_loss, scheduler, mlflow)
+            accum_loss = torch.zeros((), device=ctx.device)
+            stop = False
+            if cfg.eval_every and st.step % cfg.eval_every == 0:
+                stop = self._after_eval(model, val_ds, micro, mlflow)
+            if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
+                self._checkpoint(model, optimizer, scheduler, scaler)
+            t_step = time.perf_counter()
+            if stop or st.step >= total_steps:
+                return False, True
+        return True, False
+
+    def _optimizer_step(self, model, optimizer, scheduler, scaler) -> None:
+        """Unscale, clip, step the optimizer and the schedule, clear the gradients."""
+        if scaler:
+            scaler.unscale_(optimizer)
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def _account_step(self, t_step, micro, total_steps, accum_loss, scheduler, mlflow) -> None:
+        """Count the step; every ``log_every`` steps log loss, learning rate and throughput."""
+        cfg, ctx, st, window = self.cfg, self.ctx, self.state, self._window
+        st.step += 1
+        st.batches_done_in_epoch += 1
+        window["done"] += 1
+        samples = micro * cfg.grad_accum * ctx.world_size
+        if window["done"] > cfg.log_every:
+            self.steady["steps"] += 1
+            self.steady["seconds"] += time.perf_counter() - t_step
+            self.steady["samples"] += samples
+        window["samples"] += samples
+        if st.step % cfg.log_every and st.step != total_steps:
+            return
+        elapsed = time.perf_counter() - window["since"]
+        loss = du.all_reduce_sum(accum_loss.reshape(1).float(), ctx).item() / ctx.world_size
+        rate = window["samples"] / max(elapsed, 1e-9)
+        if ctx.is_main:
+            lr = scheduler.get_last_lr()[0]
+            logger.info("step %d/%d loss %.4f lr %.2e %.0f samples/s", st.step, total_steps,
+                        loss, lr, rate)  # fmt: skip
+            if mlflow:
+                mlflow.log_metrics({"train_loss": loss, "learning_rate": lr, "samples_per_s": rate},
+                                   step=st.step)  # fmt: skip
+        window["samples"], window["since"] = 0, time.perf_counter()
 
     def _after_eval(self, model, val_ds, micro, mlflow) -> bool:
         """Evaluate, log, track the best model; True when early stopping says stop."""
