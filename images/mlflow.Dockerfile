@@ -13,7 +13,7 @@ RUN pip install --constraint /tmp/constraints.txt mlflow boto3 psycopg2-binary==
 
 FROM ${PYTHON_IMAGE}
 COPY --from=deps /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 5000

@@ -19,6 +19,7 @@ FROM ${PYTHON_IMAGE}
 COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     HOME=/tmp
 USER 10001:10001

@@ -34,6 +34,7 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=s3a /opt/s3a-jars/ /opt/venv/lib/python3.11/site-packages/pyspark/jars/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYSPARK_PYTHON=/opt/venv/bin/python \
     JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
     HOME=/tmp

@@ -39,3 +39,11 @@ app.kubernetes.io/part-of: review-classifier
 {{- define "mlflow.securityContext" -}}
 {{- omit . "enabled" | toYaml }}
 {{- end }}
+
+{{/* Host headers the server accepts: its Service names (any port), localhost, the pod and
+     private IPs (probes, port-forward), and extraAllowedHosts. */}}
+{{- define "mlflow.allowedHosts" -}}
+{{- $svc := include "mlflow.fullname" . }}
+{{- $hosts := list $svc (printf "%s:*" $svc) (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.*" $svc .Release.Namespace) "localhost" "localhost:*" "127.0.0.1" "127.0.0.1:*" "10.*" "172.*" "192.168.*" }}
+{{- concat $hosts .Values.extraAllowedHosts | join "," }}
+{{- end }}
