@@ -93,7 +93,7 @@ def rendered() -> dict[str, list[dict]]:
 
 
 # ---- a real API server ------------------------------------------------------------------------
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -175,7 +175,7 @@ def apiserver(tmp_path_factory, crds_dir) -> ControlPlane:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
     token = "review-classifier-test-admin"
     (work / "tokens.csv").write_text(f"{token},admin,uid-admin,system:masters\n")
-    client_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+    client_port, peer_port, api_port = free_port(), free_port(), free_port()
     logs = [open(work / "etcd.log", "w"), open(work / "apiserver.log", "w")]  # noqa: SIM115
     etcd_url = f"http://127.0.0.1:{client_port}"
     procs = [subprocess.Popen([

@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.k8s.conftest import helm_template
+from tests.k8s.conftest import free_port, helm_template
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextlib.contextmanager
+def serving(argv: list[str], env: dict, log_path: Path, ready: Callable[[], bool]):
+    """Run a server process until the block ends; fail with its log if it never gets ready."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if ready():
+                        break
+                except OSError:
+                    pass
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"not ready:\n{log_path.read_text()[-3000:]}"
+                time.sleep(0.5)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 API = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
@@ -37,7 +53,7 @@ def test_mlflow_server_accepts_its_service_names_and_refuses_other_hosts(tmp_pat
     (deployment,) = [d for d in helm_template("charts/mlflow", None, "mlflow")
                      if d["kind"] == "Deployment"]  # fmt: skip
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    port = _free_port()
+    port = free_port()
     # The pod's arguments, with local stand-ins for the pod-only parts (port, SQLite file on
     # the emptyDir, the S3 artifact bucket) and one worker for this 2-core machine.
     local = {
@@ -51,20 +67,9 @@ def test_mlflow_server_accepts_its_service_names_and_refuses_other_hosts(tmp_pat
         args.append(f"{key}={local[key]}" if key in local else arg)
     assert "--serve-artifacts" in args and any(a.startswith("--allowed-hosts=") for a in args)
     mlflow = Path(sys.executable).with_name("mlflow")
-    log = open(tmp_path / "mlflow.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([str(mlflow), *args, "--workers=1"], stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(tmp_path)})  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if _get(port, f"localhost:{port}", "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
+    with serving([str(mlflow), *args, "--workers=1"], {**os.environ, "HOME": str(tmp_path)},
+                 tmp_path / "mlflow.log",
+                 lambda: _get(port, f"localhost:{port}", "/health")[0] == 200):  # fmt: skip
         # what the pipeline's ConfigMap and the chart's test pod use, and a pod IP
         for host in ("mlflow.review-classifier.svc.cluster.local:5000", "mlflow:5000",
                      "10.42.0.17:5000"):  # fmt: skip
@@ -72,7 +77,51 @@ def test_mlflow_server_accepts_its_service_names_and_refuses_other_hosts(tmp_pat
             assert status == 200 and '"name": "Default"' in body.replace('":"', '": "'), host
         assert _get(port, "attacker.example.com")[0] == 403  # DNS-rebinding protection stays on
         assert _get(port, "attacker.example.com", "/health") == (200, "OK")  # probes always
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+
+
+def _tiny_model(path: Path) -> None:
+    """A random small BERT with a WordPiece tokenizer, saved like the train step saves it."""
+    import json
+
+    from components.common.inference import LABEL_MAP_FILE
+    from components.common.schema import label_map_for
+    from components.train.data import train_wordpiece
+    from components.train.model import build_small_bert
+
+    texts = ["great card works fine", "never arrived, waste of money", "okay gift for a friend"]
+    tokenizer = train_wordpiece(texts * 20, 200, 64)
+    label_map = label_map_for("star_rating")
+    model = build_small_bert(len(tokenizer), 1, 32, 2, label_map,
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / LABEL_MAP_FILE).write_text(json.dumps({**label_map.to_dict(), "max_seq_length": 64}))
+
+
+def test_predictor_runs_with_the_runtime_arguments_and_passes_the_helm_test(tmp_path):
+    objs = {d["kind"]: d for d in helm_template("charts/review-classifier",
+                                                "charts/review-classifier/ci/eks-values.yaml")}  # fmt: skip
+    runtime, test_pod = objs["ServingRuntime"], objs["Pod"]
+    name = objs["InferenceService"]["metadata"]["name"]
+    model_dir = tmp_path / "mnt-models"
+    _tiny_model(model_dir)
+    port = free_port()
+    # The runtime's container, as KServe fills it in: {{.Name}} is the InferenceService's name
+    # and the storage initializer has put the model at /mnt/models.
+    container = runtime["spec"]["containers"][0]
+    args = [a.replace("{{.Name}}", name).replace("/mnt/models", str(model_dir))
+            .replace("--http_port=8080", f"--http_port={port}") for a in container["args"]]  # fmt: skip
+    env = {**os.environ, **{e["name"]: e["value"] for e in container["env"]},
+           "HOME": str(tmp_path)}  # fmt: skip
+    ready = f"http://127.0.0.1:{port}/v1/models/{name}"
+    with serving([sys.executable, "-m", "components.serve", *args], env,
+                 tmp_path / "predictor.log",
+                 lambda: urllib.request.urlopen(ready, timeout=2).status == 200):  # fmt: skip
+        # the chart's `helm test` script, pointed at this predictor instead of the Service
+        script = test_pod["spec"]["containers"][0]["command"][2]
+        in_cluster = f"http://{name}-predictor.review-classifier.svc.cluster.local"
+        assert in_cluster in script
+        script = script.replace(in_cluster, f"http://127.0.0.1:{port}")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "star_rating" in done.stdout
