@@ -32,6 +32,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-
     && rm -rf /var/lib/apt/lists/*
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=s3a /opt/s3a-jars/ /opt/venv/lib/python3.11/site-packages/pyspark/jars/
+# Executors of a k8s:// master run this (components/ingest/executor_pod_template.yaml).
+COPY --chmod=0755 images/spark/executor.sh /opt/spark-executor.sh
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -73,6 +73,8 @@ def review_classifier(
     )  # fmt: skip
     ingest_task.set_display_name("ingest (Spark)").set_caching_options(True)
     ingest_task.set_cpu_limit("4").set_memory_limit("16G")
+    # With a k8s:// spark_master this pod is the Spark driver; executors reach it at its IP.
+    kubernetes.use_field_path_as_env(ingest_task, env_name="POD_IP", field_path="status.podIP")
     _platform_env(ingest_task)
 
     validate_task = validate(

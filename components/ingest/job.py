@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -165,7 +166,10 @@ def run_ingest(
     storage = S3Storage(settings) if needs_s3 else None
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
         with timer.stage("start spark"):
-            spark = create_session(build_spark_conf(config.spark_master, settings, config.k8s))
+            k8s = config.k8s
+            if k8s is None and config.spark_master.startswith("k8s://"):  # the KFP component
+                k8s = K8sOptions(settings.image("spark"), driver_host=os.environ.get("POD_IP"))
+            spark = create_session(build_spark_conf(config.spark_master, settings, k8s))
         read_path = choose_read_path(config.input, has_s3a(spark))
         stats.read_path = read_path.value
         logger.info("read path: %s (%s)", read_path.value, _READ_PATH_NOTES[read_path])
@@ -361,7 +365,8 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
     )
     parser.add_argument("--k8s-image", default=None, help="executor image for a k8s:// master")
     parser.add_argument("--k8s-namespace", default="review-classifier", help="executor namespace")
-    parser.add_argument("--k8s-service-account", default="spark", help="driver service account")
+    parser.add_argument("--k8s-service-account", default="review-classifier-spark",
+                        help="executors' service account (IRSA for S3)")  # fmt: skip
     parser.add_argument("--executors", type=int, default=4, help="executor count on k8s")
     parser.add_argument("--executor-cores", type=int, default=2, help="cores per executor")
     parser.add_argument("--executor-memory", default="8g", help="memory per executor")
@@ -371,7 +376,7 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
         image = args.k8s_image or Settings.from_env().image("spark")
         k8s = K8sOptions(
             image, args.k8s_namespace, args.k8s_service_account, args.executors,
-            args.executor_cores, args.executor_memory,
+            args.executor_cores, args.executor_memory, os.environ.get("POD_IP"),
         )  # fmt: skip
     return IngestConfig(
         input=args.input, output=args.output, label_mode=args.label_mode, balance=args.balance,

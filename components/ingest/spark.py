@@ -25,16 +25,35 @@ class ReadPath(str, Enum):
     STAGED = "staged"  # boto3 stages the objects to local disk first (no connector)
 
 
+# The executors' pod template (Pod Security "restricted": non-root, no capabilities, seccomp).
+EXECUTOR_POD_TEMPLATE = "executor_pod_template.yaml"
+# Fixed driver ports, so that NetworkPolicies (manifests/spark-on-k8s) can allow them.
+DRIVER_PORT, BLOCK_MANAGER_PORT = 7078, 7079
+
+
 @dataclass(frozen=True)
 class K8sOptions:
-    """Spark-on-Kubernetes settings for a ``k8s://`` master."""
+    """Spark-on-Kubernetes settings for a ``k8s://`` master.
+
+    Client mode: the driver is the ingest step's own pod, the executors are pods in
+    ``namespace`` running as ``service_account``.
+    """
 
     image: str
     namespace: str = "review-classifier"
-    service_account: str = "spark"
+    service_account: str = "review-classifier-spark"
     executors: int = 4
     executor_cores: int = 2
     executor_memory: str = "8g"
+    # Where executors reach the driver: the pod IP (KFP sets POD_IP from the downward API).
+    driver_host: str | None = None
+
+
+def executor_pod_template() -> str:
+    """Path of the executors' pod template shipped with the package."""
+    from importlib import resources
+
+    return str(resources.files("components.ingest").joinpath(EXECUTOR_POD_TEMPLATE))
 
 
 def build_spark_conf(
@@ -85,6 +104,11 @@ def build_spark_conf(
                 "spark.kubernetes.container.image": k8s.image,
                 "spark.kubernetes.namespace": k8s.namespace,
                 "spark.kubernetes.authenticate.driver.serviceAccountName": k8s.service_account,
+                "spark.kubernetes.authenticate.executor.serviceAccountName": k8s.service_account,
+                "spark.kubernetes.executor.podTemplateFile": executor_pod_template(),
+                "spark.driver.bindAddress": "0.0.0.0",
+                "spark.driver.port": str(DRIVER_PORT),
+                "spark.blockManager.port": str(BLOCK_MANAGER_PORT),
                 "spark.kubernetes.executor.podNamePrefix": "ingest",
                 "spark.executor.instances": str(k8s.executors),
                 "spark.executor.cores": str(k8s.executor_cores),
@@ -93,6 +117,8 @@ def build_spark_conf(
                 "spark.kubernetes.executor.limit.cores": str(k8s.executor_cores),
             }
         )
+        if k8s.driver_host:
+            conf["spark.driver.host"] = k8s.driver_host
     return conf
 
 

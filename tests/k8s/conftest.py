@@ -27,7 +27,8 @@ TOOLS_DIR = Path(
 NAMESPACE = "review-classifier"
 
 # What `make deploy` and the README tell people to render: (name, command).
-KUSTOMIZATIONS = ("manifests/overlays/local", "manifests/overlays/eks", "manifests/serving")
+KUSTOMIZATIONS = ("manifests/overlays/local", "manifests/overlays/eks", "manifests/serving",
+                  "manifests/spark-on-k8s")  # fmt: skip
 CHARTS = {
     "mlflow": ("charts/mlflow", None),
     "mlflow-eks": ("charts/mlflow", "charts/mlflow/ci/eks-values.yaml"),
@@ -85,6 +86,9 @@ def rendered() -> dict[str, list[dict]]:
     out = {path: kustomize(path) for path in KUSTOMIZATIONS}
     out.update({name: helm_template(chart, values) for name, (chart, values) in CHARTS.items()})
     out["pytorchjob-2x4"] = [pytorchjob_2x4()]
+    out["spark-executor-pod-template"] = load_all(
+        (ROOT / "components" / "ingest" / "executor_pod_template.yaml").read_text()
+    )
     out["manifests/examples"] = [
         d for f in sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
         for d in load_all(f.read_text())

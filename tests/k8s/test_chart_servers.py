@@ -1,4 +1,4 @@
-"""The MLflow chart's server arguments, run by the real MLflow server: what the pod would do."""
+"""The charts' container arguments run by the real servers (MLflow, our predictor): what the pods do."""
 
 from __future__ import annotations
 

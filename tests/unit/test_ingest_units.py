@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.common.errors import ConfigurationError, InvalidInput
 from components.common.settings import Settings
@@ -65,11 +66,18 @@ def test_endpoint_override_uses_path_style_and_no_irsa():
 
 def test_k8s_master_sets_executor_image_namespace_and_resources():
     k8s = K8sOptions("registry/spark:abc", "ml", "spark-sa", executors=6, executor_cores=4,
-                     executor_memory="16g")  # fmt: skip
+                     executor_memory="16g", driver_host="10.1.2.3")  # fmt: skip
     conf = build_spark_conf("k8s://https://kubernetes.default.svc", Settings(), k8s)
     assert conf["spark.kubernetes.container.image"] == "registry/spark:abc"
     assert conf["spark.kubernetes.namespace"] == "ml"
     assert conf["spark.kubernetes.authenticate.driver.serviceAccountName"] == "spark-sa"
+    assert conf["spark.kubernetes.authenticate.executor.serviceAccountName"] == "spark-sa"
+    # client mode: executors reach the driver (the step's pod) at its IP on fixed ports
+    assert conf["spark.driver.host"] == "10.1.2.3"
+    assert (conf["spark.driver.port"], conf["spark.blockManager.port"]) == ("7078", "7079")
+    template = yaml.safe_load(Path(conf["spark.kubernetes.executor.podTemplateFile"]).read_text())
+    assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert template["spec"]["containers"][0]["command"] == ["/opt/spark-executor.sh"]
     assert conf["spark.executor.instances"] == "6"
     assert conf["spark.executor.cores"] == "4"
     assert conf["spark.executor.memory"] == "16g"
