@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.common.errors import PlatformError
+from components.common.cli import run_stage
 from components.common.inference import Classifier
-from components.common.logs import configure_logging
 from components.common.schema import LabelMap
 from components.common.settings import Settings
 from components.evaluate import baseline, behaviour, registry
@@ -145,21 +143,27 @@ def _score_champion(name, texts, y, labels, slices, cfg, settings, timings) -> d
 
 
 def _log_to_mlflow(cfg: EvalConfig, result: dict, out: Path) -> None:
+    """Test figures and files into the training run, by id.
+
+    The client API, not ``start_run``: that would also have to match whatever experiment the
+    process has active (a caller that ran validation first has set another one).
+    """
     if not cfg.mlflow_run_id:
         return
-    import mlflow
+    from mlflow import MlflowClient
 
-    with mlflow.start_run(run_id=cfg.mlflow_run_id):
-        figures = {"test_accuracy": result["model"]["accuracy"],
-                   "test_macro_f1": result["model"]["macro_f1"],
-                   "test_ece": result["model"]["ece"],
-                   "baseline_accuracy": result["baseline"]["accuracy"],
-                   "gate_passed": float(result["gate"]["passed"])}  # fmt: skip
-        if result["champion"]:
-            figures["champion_accuracy"] = result["champion"]["metrics"]["accuracy"]
-        mlflow.log_metrics(figures)
-        mlflow.log_artifact(str(out / "evaluation.json"), "evaluation")
-        mlflow.log_artifact(str(out / "confusion_matrix.png"), "evaluation")
+    figures = {"test_accuracy": result["model"]["accuracy"],
+               "test_macro_f1": result["model"]["macro_f1"],
+               "test_ece": result["model"]["ece"],
+               "baseline_accuracy": result["baseline"]["accuracy"],
+               "gate_passed": float(result["gate"]["passed"])}  # fmt: skip
+    if result["champion"]:
+        figures["champion_accuracy"] = result["champion"]["metrics"]["accuracy"]
+    client = MlflowClient()
+    for key, value in figures.items():
+        client.log_metric(cfg.mlflow_run_id, key, value)
+    client.log_artifact(cfg.mlflow_run_id, str(out / "evaluation.json"), "evaluation")
+    client.log_artifact(cfg.mlflow_run_id, str(out / "confusion_matrix.png"), "evaluation")
 
 
 def parse_args(argv: list[str] | None) -> EvalConfig:
@@ -187,11 +191,8 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
-    try:
-        result = run_evaluation(parse_args(argv))
-    except PlatformError as e:
-        print(f"evaluate failed: {e}", file=sys.stderr)
+    result = run_stage("evaluate", lambda: run_evaluation(parse_args(argv)))
+    if result is None:
         return 1
     print(result["gate"]["message"])
     return 0 if result["gate"]["passed"] else 3

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.common.cli import run_stage
 from components.common.errors import ConfigurationError, InvalidInput, PlatformError
-from components.common.logs import configure_logging
 from components.common.schema import LabelMode, label_map_for
 from components.common.settings import Settings
 from components.common.storage import S3Storage, is_s3_uri
@@ -386,12 +385,8 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
-    try:
-        config = parse_args(argv)
-        stats = run_ingest(config)
-    except PlatformError as e:
-        print(f"ingest failed: {e}", file=sys.stderr)
+    stats = run_stage("ingest", lambda: run_ingest(parse_args(argv)))
+    if stats is None:
         return 1
     print(json.dumps({"splits": stats.splits, "rejected": stats.rejected}, sort_keys=True))
     return 0

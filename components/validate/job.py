@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
-from components.common.errors import ConfigurationError, DataValidationFailed, PlatformError
-from components.common.logs import configure_logging
+from components.common.cli import run_stage
+from components.common.errors import ConfigurationError, DataValidationFailed
 from components.common.schema import LabelMap
 from components.validate import bias, constraints, suites
 from components.validate.report import write_report
@@ -169,11 +168,8 @@ def parse_args(argv: list[str] | None) -> ValidateConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
-    try:
-        summary = run_validation(parse_args(argv))
-    except PlatformError as e:
-        print(f"validate failed: {e}", file=sys.stderr)
+    summary = run_stage("validate", lambda: run_validation(parse_args(argv)))
+    if summary is None:
         return 1
     print(
         json.dumps(
