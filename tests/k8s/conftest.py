@@ -120,7 +120,11 @@ class ControlPlane:
         return proc
 
     def api_client(self, token: str | None = None):
+        import urllib3
         from kubernetes import client
+
+        # the local server's certificate is self-signed, on loopback only
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
         cfg = client.Configuration()
         cfg.host = self.url
