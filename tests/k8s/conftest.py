@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -19,6 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from components.common.errors import StackError
+from components.common.localstack import Service, free_port, spawn, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS_DIR = Path(
@@ -48,10 +50,12 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def run(*cmd: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    *cmd: str, env: dict | None = None, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     """Run a command; on failure with ``check``, fail the test with its output."""
     full_env = {**os.environ, "PATH": f"{TOOLS_DIR / 'bin'}:{os.environ['PATH']}", **(env or {})}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=ROOT)
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=full_env, cwd=ROOT)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -97,12 +101,6 @@ def rendered() -> dict[str, list[dict]]:
 
 
 # ---- a real API server ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class ControlPlane:
     """etcd + kube-apiserver on loopback, with an admin token and a kubeconfig."""
@@ -112,12 +110,8 @@ class ControlPlane:
     kubeconfig: Path
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None):
-        cmd = [tool("kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
-        full_env = {**os.environ, "PATH": f"{TOOLS_DIR / 'bin'}:{os.environ['PATH']}"}
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=full_env)
-        if check and proc.returncode != 0:
-            pytest.fail(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
-        return proc
+        return run(tool("kubectl"), "--kubeconfig", str(self.kubeconfig), *args,
+                   check=check, stdin=stdin)  # fmt: skip
 
     def api_client(self, token: str | None = None):
         import urllib3
@@ -156,10 +150,10 @@ def for_apiserver_1_20(node):
     return node
 
 
-def _ready(url: str, token: str) -> bool:
+def _ready(readyz: str, token: str) -> bool:
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    req = urllib.request.Request(f"{url}/readyz", headers={"Authorization": f"Bearer {token}"})
+    req = urllib.request.Request(readyz, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:
             return resp.status == 200
@@ -184,26 +178,18 @@ def apiserver(tmp_path_factory, crds_dir) -> ControlPlane:
     token = "review-classifier-test-admin"
     (work / "tokens.csv").write_text(f"{token},admin,uid-admin,system:masters\n")
     client_port, peer_port, api_port = free_port(), free_port(), free_port()
-    logs = [open(work / "etcd.log", "w"), open(work / "apiserver.log", "w")]  # noqa: SIM115
     etcd_url = f"http://127.0.0.1:{client_port}"
-    procs = [subprocess.Popen([
+    url = f"https://127.0.0.1:{api_port}"
+    env = dict(os.environ)
+    etcd_pid = spawn("etcd", [
         etcd, "--name", "local", "--data-dir", str(work / "etcd"),
         "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
         "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
         "--initial-cluster", f"local=http://127.0.0.1:{peer_port}", "--unsafe-no-fsync",
-    ], stdout=logs[0], stderr=subprocess.STDOUT)]  # fmt: skip
-    procs.append(subprocess.Popen([
-        apiserver_bin, f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
-        f"--secure-port={api_port}", f"--cert-dir={work / 'pki'}",
-        f"--token-auth-file={work / 'tokens.csv'}", "--authorization-mode=RBAC",
-        "--service-account-issuer=https://kubernetes.default.svc",
-        f"--service-account-key-file={work / 'sa.pub'}",
-        f"--service-account-signing-key-file={work / 'sa.key'}",
-        "--service-cluster-ip-range=10.0.0.0/24", "--advertise-address=127.0.0.1",
-        "--disable-admission-plugins=ServiceAccount",
-    ], stdout=logs[1], stderr=subprocess.STDOUT))  # fmt: skip
-    url = f"https://127.0.0.1:{api_port}"
+    ], work / "etcd.log", env)  # fmt: skip
+    pids = [etcd_pid]
+    api = Service("kube-apiserver", 0, url, f"{url}/readyz", str(work / "apiserver.log"))
     kubeconfig = work / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "local",
@@ -212,12 +198,22 @@ def apiserver(tmp_path_factory, crds_dir) -> ControlPlane:
         "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
     }))  # fmt: skip
     try:
-        deadline = time.monotonic() + 90
-        while not _ready(url, token):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                tail = (work / "apiserver.log").read_text()[-3000:]
-                pytest.fail(f"kube-apiserver did not become ready:\n{tail}")
-            time.sleep(0.5)
+        api.pid = spawn("kube-apiserver", [
+            apiserver_bin, f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
+            f"--secure-port={api_port}", f"--cert-dir={work / 'pki'}",
+            f"--token-auth-file={work / 'tokens.csv'}", "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={work / 'sa.pub'}",
+            f"--service-account-signing-key-file={work / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24", "--advertise-address=127.0.0.1",
+            "--disable-admission-plugins=ServiceAccount",
+        ], Path(api.log), env)  # fmt: skip
+        pids.append(api.pid)
+        try:
+            wait_healthy(api, 90, lambda health_url: _ready(health_url, token))
+        except StackError as e:
+            pytest.fail(f"{e}:\n{Path(api.log).read_text()[-3000:]}")
+        deadline = time.monotonic() + 60
         cp = ControlPlane(url=url, token=token, kubeconfig=kubeconfig)
         for crd in sorted(crds_dir.glob("*.yaml")):
             # `create`, not `apply`: the last-applied annotation would exceed 256 KiB.
@@ -227,20 +223,13 @@ def apiserver(tmp_path_factory, crds_dir) -> ControlPlane:
             query = '{.status.conditions[?(@.type=="Established")].status}'
             while cp.kubectl("get", f"crd/{name}", "-o", f"jsonpath={query}",
                              check=False).stdout != "True":  # fmt: skip
-                if time.monotonic() > deadline + 60:
+                if time.monotonic() > deadline:
                     pytest.fail(f"CRD {name} was never Established")
                 time.sleep(0.2)
         for ns in ("kubeflow", NAMESPACE):
             cp.kubectl("create", "namespace", ns)
         yield cp
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for f in logs:
-            f.close()
+        for pid in reversed(pids):
+            stop_process(pid)
         shutil.rmtree(work / "etcd", ignore_errors=True)

@@ -72,13 +72,12 @@ def test_deploy_script_installs_the_local_overlay_and_the_mlflow_chart(apiserver
 
 
 @pytest.fixture(scope="module")
-def pipeline_api(apiserver):
+def pipeline_api(apiserver, rendered):
     """CustomObjectsApi and CoreV1Api as the pipeline's service account (its RBAC, not admin's)."""
     from kubernetes import client
 
-    objs = [o for o in (yaml.safe_load_all(run(tool("kubectl"), "kustomize",
-            "manifests/overlays/eks").stdout)) if o and o["kind"] in (
-            "ServiceAccount", "Role", "RoleBinding")]  # fmt: skip
+    objs = [o for o in rendered["manifests/overlays/eks"]
+            if o["kind"] in ("ServiceAccount", "Role", "RoleBinding")]  # fmt: skip
     apiserver.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objs))
     core = client.CoreV1Api(apiserver.api_client())
     request = client.AuthenticationV1TokenRequest(

@@ -6,35 +6,43 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.k8s.conftest import free_port, helm_template
+import pytest
+
+from components.common.errors import StackError
+from components.common.localstack import (
+    Service,
+    free_port,
+    http_ok,
+    spawn,
+    stop_process,
+    wait_healthy,
+)
+from tests.k8s.conftest import helm_template
 
 
 @contextlib.contextmanager
 def serving(argv: list[str], env: dict, log_path: Path, ready: Callable[[], bool]):
     """Run a server process until the block ends; fail with its log if it never gets ready."""
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def probe(_: str) -> bool:
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if ready():
-                        break
-                except OSError:
-                    pass
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, f"not ready:\n{log_path.read_text()[-3000:]}"
-                time.sleep(0.5)
-            yield proc
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            return ready()
+        except OSError:  # not listening yet
+            return False
+
+    service = Service(argv[0], spawn(argv[0], argv, log_path, env), "", "", str(log_path))
+    try:
+        wait_healthy(service, 120, probe)
+        yield service
+    except StackError as e:
+        pytest.fail(f"{e}:\n{log_path.read_text()[-3000:]}")
+    finally:
+        stop_process(service.pid)
 
 
 API = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
@@ -116,7 +124,7 @@ def test_predictor_runs_with_the_runtime_arguments_and_passes_the_helm_test(tmp_
     ready = f"http://127.0.0.1:{port}/v1/models/{name}"
     with serving([sys.executable, "-m", "components.serve", *args], env,
                  tmp_path / "predictor.log",
-                 lambda: urllib.request.urlopen(ready, timeout=2).status == 200):  # fmt: skip
+                 lambda: http_ok(ready)):  # fmt: skip
         # the chart's `helm test` script, pointed at this predictor instead of the Service
         script = test_pod["spec"]["containers"][0]["command"][2]
         in_cluster = f"http://{name}-predictor.review-classifier.svc.cluster.local"
