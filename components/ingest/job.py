@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import tempfile
 import time
@@ -167,7 +166,7 @@ def run_ingest(
         with timer.stage("start spark"):
             k8s = config.k8s
             if k8s is None and config.spark_master.startswith("k8s://"):  # the KFP component
-                k8s = K8sOptions(settings.image("spark"), driver_host=os.environ.get("POD_IP"))
+                k8s = K8sOptions(settings.image("spark"))
             spark = create_session(build_spark_conf(config.spark_master, settings, k8s))
         read_path = choose_read_path(config.input, has_s3a(spark))
         stats.read_path = read_path.value
@@ -375,7 +374,7 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
         image = args.k8s_image or Settings.from_env().image("spark")
         k8s = K8sOptions(
             image, args.k8s_namespace, args.k8s_service_account, args.executors,
-            args.executor_cores, args.executor_memory, os.environ.get("POD_IP"),
+            args.executor_cores, args.executor_memory,
         )  # fmt: skip
     return IngestConfig(
         input=args.input, output=args.output, label_mode=args.label_mode, balance=args.balance,

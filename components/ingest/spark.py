@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -46,7 +47,7 @@ class K8sOptions:
     executor_cores: int = 2
     executor_memory: str = "8g"
     # Where executors reach the driver: the pod IP (KFP sets POD_IP from the downward API).
-    driver_host: str | None = None
+    driver_host: str | None = field(default_factory=lambda: os.environ.get("POD_IP"))
 
 
 def executor_pod_template() -> str:

@@ -127,3 +127,10 @@ def test_file_checks_name_the_broken_file():
         check_raw_file(BAD / "wrong_header" / "amazon_reviews_us_Swapped_v1_00.tsv", "w")
     with pytest.raises(InvalidInput, match="does not exist"):
         list_inputs("/nonexistent/raw", None)
+
+
+def test_k8s_driver_host_defaults_to_the_pod_ip(monkeypatch):
+    monkeypatch.setenv("POD_IP", "10.9.8.7")  # what the pipeline sets from status.podIP
+    assert K8sOptions("registry/spark:abc").driver_host == "10.9.8.7"
+    monkeypatch.delenv("POD_IP")
+    assert K8sOptions("registry/spark:abc").driver_host is None
