@@ -92,8 +92,8 @@ _HELP = {
     "checkpoint_every": "checkpoint every N steps (0: at each epoch end only)",
     "log_every": "log loss and learning rate every N steps",
     "early_stopping_patience": "stop after N evaluations without a better accuracy (0: never)",
-    "group_by_length": "batch reviews of similar length together: about half the padded tokens "
-    "on review-length data (off: random batches)",
+    "group_by_length": "batch reviews of similar length together: fewer padded tokens (64 to 40 "
+    "per sample on generated reviews, benchmarks/train.py); off: random batches",
     "precision": "auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU",
     "compile": "torch.compile the model",
     "seed": "random seed (each rank offsets it by its rank)",

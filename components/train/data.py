@@ -97,9 +97,12 @@ class PadCollator:
         self.pad_id = pad_id
         self.multiple_of = multiple_of
 
+    def width(self, longest: int) -> int:
+        """Padded length of a batch whose longest review has ``longest`` tokens."""
+        return int(math.ceil(longest / self.multiple_of) * self.multiple_of)
+
     def __call__(self, batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        longest = max(len(ids) for ids, _ in batch)
-        width = int(math.ceil(longest / self.multiple_of) * self.multiple_of)
+        width = self.width(max(len(ids) for ids, _ in batch))
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, (tokens, _) in enumerate(batch):
