@@ -15,7 +15,7 @@ PORT ?= 8080
 PYTEST_ARGS ?=
 IMAGE_REGISTRY ?= ghcr.io/review-classifier
 # One tag scheme: $(IMAGE_REGISTRY)/<spark|train|serve|mlflow>:<git sha>. `images`, `push`,
-# `deploy` and a KFP `pipeline-run` all use these two variables. (The committed pipeline YAML
+# `deploy` and a KFP `pipeline-run` (KFP_HOST set in the environment) use these two variables. (The committed pipeline YAML
 # is compiled with the settings' default tag, the project version.)
 IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 IMAGES := spark train serve mlflow
@@ -81,8 +81,11 @@ generate: stack-up ## Seed the local raw bucket with ROWS generated reviews
 	eval "$$($(PY) -m pipelines.stack env)" && \
 	$(PY) -m pipelines.generate --rows $(ROWS) --output "s3://$${DATA_BUCKET:-review-classifier}/$${RAW_PREFIX:-raw/amazon-reviews/}"
 
+# On KFP the steps run in the images of IMAGE_REGISTRY:IMAGE_TAG. Locally the image names only
+# feed kfp.local's cache keys, so they are left at the settings' default there: a new commit
+# must not invalidate the cached ingest and validate steps.
 pipeline-run: $(STAMP) ## Run the pipeline (embedded default, or KFP when KFP_HOST is set)
-	IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) $(PY) -m pipelines.run --rows $(ROWS) $(RUN_ARGS)
+	$(if $(KFP_HOST),IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG)) $(PY) -m pipelines.run --rows $(ROWS) $(RUN_ARGS)
 
 compile: $(STAMP) ## Compile the KFP pipeline to pipelines/review_classifier.yaml
 	$(PY) -m pipelines.compile

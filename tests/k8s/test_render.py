@@ -259,6 +259,10 @@ def test_images_push_deploy_and_pipeline_share_one_tag_scheme(tmp_path):
     registry, tag = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rc", "0a1b2c3d4e5f"
     env = {"IMAGE_REGISTRY": registry, "IMAGE_TAG": tag}
     plan = run("make", "-n", "images", "push", "deploy", env=env).stdout
+    remote = run("make", "-n", "pipeline-run", env={**env, "KFP_HOST": "http://kfp"}).stdout
+    assert f"IMAGE_REGISTRY={registry} IMAGE_TAG={tag}" in remote
+    # locally the names would only change kfp.local's cache keys at every commit
+    assert "IMAGE_TAG" not in run("make", "-n", "pipeline-run", env={**env, "KFP_HOST": ""}).stdout
     for name in ("spark", "train", "serve", "mlflow"):
         image = f"{registry}/{name}:{tag}"
         assert f"docker build -f images/{name}.Dockerfile -t {image} ." in plan
