@@ -25,6 +25,13 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install --no-deps . && rm -rf /src
 
+# The ingest job's text-cleaning UDF (components/ingest/jvm), compiled against this Spark.
+FROM deps AS udf
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jdk-headless \
+    && rm -rf /var/lib/apt/lists/*
+RUN python -m components.ingest.udfs /opt/review-classifier-udfs.jar
+
 FROM ${PYTHON_IMAGE}
 # Debian packages follow the base image's (digest-pinned) bookworm release; see .hadolint.yaml.
 # hadolint ignore=DL3008
@@ -32,6 +39,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-
     && rm -rf /var/lib/apt/lists/*
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=s3a /opt/s3a-jars/ /opt/venv/lib/python3.11/site-packages/pyspark/jars/
+COPY --from=udf /opt/review-classifier-udfs.jar /opt/review-classifier-udfs.jar
 # Executors of a k8s:// master run this (components/ingest/executor_pod_template.yaml).
 COPY --chmod=0755 images/spark/executor.sh /opt/spark-executor.sh
 ENV PATH=/opt/venv/bin:$PATH \
@@ -39,6 +47,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYSPARK_PYTHON=/opt/venv/bin/python \
     JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
+    REVIEW_CLASSIFIER_UDF_JAR=/opt/review-classifier-udfs.jar \
     HOME=/tmp
 USER 10001:10001
 WORKDIR /tmp

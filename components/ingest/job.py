@@ -18,6 +18,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from components.common.schema import LabelMode, label_map_for
 from components.common.settings import Settings
 from components.common.storage import S3Storage, is_s3_uri
 from components.ingest import inputs as raw_inputs
+from components.ingest import udfs
 from components.ingest.spark import (
     K8sOptions,
     ReadPath,
@@ -56,6 +58,7 @@ class IngestConfig:
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
     seed: int = 42
     spark_master: str = "local[*]"
+    driver_memory: str = "2g"
     text_fields: tuple[str, ...] = ("review_body",)
     k8s: K8sOptions | None = None
 
@@ -68,6 +71,8 @@ class IngestConfig:
         unknown = [f for f in self.text_fields if f not in TEXT_FIELDS]
         if unknown or not self.text_fields:
             raise ConfigurationError(f"text_fields {unknown} not in: {', '.join(TEXT_FIELDS)}")
+        if not re.match(r"^[1-9][0-9]*[mg]$", self.driver_memory):
+            raise ConfigurationError(f"driver_memory {self.driver_memory!r}: use e.g. 2g or 1536m")
         if not re.match(r"^(local(\[(\*|\d+)\])?|k8s://.+|spark://.+)$", self.spark_master):
             raise ConfigurationError(
                 f"spark_master {self.spark_master!r}: "
@@ -91,6 +96,7 @@ class Stats:
     input_status: dict[str, str] = field(default_factory=dict)
     data_version: str = ""
     read_path: str = ""
+    text_cleaner: str = ""
     blank_lines: int = 0
     config: dict = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -163,25 +169,30 @@ def run_ingest(
     needs_s3 = is_s3_uri(config.input) or is_s3_uri(config.output)
     storage = S3Storage(settings) if needs_s3 else None
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
-        with timer.stage("start spark"):
-            k8s = config.k8s
-            if k8s is None and config.spark_master.startswith("k8s://"):  # the KFP component
-                k8s = K8sOptions(settings.image("spark"))
-            spark = create_session(build_spark_conf(config.spark_master, settings, k8s))
+        # The JVM starts while the inputs are listed and, when local, checked (checksums and
+        # gzip integrity read every byte): their timings overlap.
+        with ThreadPoolExecutor(1, thread_name_prefix="spark-start") as pool:
+            starting = pool.submit(_start_spark, config, settings, stats, timer)
+            with timer.stage("list and check inputs"):
+                files = raw_inputs.list_inputs(config.input, storage)
+                stats.inputs = [f.to_dict() for f in files]
+                stats.data_version = data_version(files)
+                if not is_s3_uri(config.input):
+                    paths = _prepare_inputs(files, ReadPath.LOCAL, storage, Path(tmp), stats)
+            spark, clean = starting.result()
         read_path = choose_read_path(config.input, has_s3a(spark))
         stats.read_path = read_path.value
         logger.info("read path: %s (%s)", read_path.value, _READ_PATH_NOTES[read_path])
-        with timer.stage("list and check inputs"):
-            files = raw_inputs.list_inputs(config.input, storage)
-            stats.inputs = [f.to_dict() for f in files]
-            stats.data_version = data_version(files)
-            paths = _prepare_inputs(files, read_path, storage, Path(tmp) / "raw", stats)
+        logger.info("text cleaning: %s", stats.text_cleaner)
+        if read_path is not ReadPath.LOCAL:
+            with timer.stage(f"{'stage and ' if read_path is ReadPath.STAGED else ''}check inputs"):
+                paths = _prepare_inputs(files, read_path, storage, Path(tmp) / "raw", stats)
         local_out = config.output
         if is_s3_uri(config.output) and read_path is not ReadPath.S3A:
             local_out = local_copy or str(Path(tmp) / "out")
         elif is_s3_uri(config.output):
             local_out = to_s3a(config.output)
-        _transform_and_write(spark, paths, config, label_map, local_out, stats, timer)
+        _transform_and_write(spark, paths, config, label_map, local_out, stats, timer, clean)
         _check_sums(stats)
         with timer.stage("write stats and upload"):
             if local_out.startswith("s3a://"):
@@ -192,6 +203,25 @@ def run_ingest(
                 if local_out != config.output:
                     _replace_outputs(storage, local_out, config.output)
     return stats
+
+
+def _start_spark(
+    config: IngestConfig, settings: Settings, stats: Stats, timer: StageTimer
+) -> tuple[Any, Any]:
+    """The Spark session, with the cleaning UDF when its jar could be had (else None)."""
+    with timer.stage("start spark"):
+        k8s = config.k8s
+        if k8s is None and config.spark_master.startswith("k8s://"):  # the KFP component
+            k8s = K8sOptions(settings.image("spark"))
+        jar = udfs.find_jar()
+        jars = [str(jar)] if jar else None
+        conf = build_spark_conf(
+            config.spark_master, settings, k8s, driver_memory=config.driver_memory, jars=jars
+        )
+        spark = create_session(conf)
+        clean = udfs.clean_text_udf if jar and udfs.register(spark) else None
+        stats.text_cleaner = "jvm-udf" if clean else "spark-regex"
+    return spark, clean
 
 
 def _replace_outputs(storage: S3Storage, local_out: str, output: str) -> None:
@@ -247,6 +277,7 @@ def _transform_and_write(
     out: str,
     stats: Stats,
     timer: StageTimer,
+    clean: Any = None,
 ) -> None:
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
@@ -258,9 +289,12 @@ def _transform_and_write(
         with timer.stage("read, parse and quarantine"):
             lines = _read_lines(spark, paths)
             body = lines.filter(F.col("value") != raw_inputs.HEADER)
-            # One cached copy of the parsed rows; duplicates (a broadcast join of the few
-            # repeated ids) and labels are cheap to derive again for each later action.
-            base = tr.classify(tr.parse_lines(body), config.text_fields).persist()
+            # One cached copy of the parsed rows, with only the columns later steps read;
+            # duplicates (a broadcast join of the few repeated ids) and labels are cheap to
+            # derive again for each later action.
+            parsed = tr.parse_lines(body)
+            classified = tr.classify(parsed, config.text_fields, clean or tr.clean_text_column)
+            base = classified.select(*_cached_columns(tr.OUTPUT_COLUMNS)).persist()
             classified = tr.add_labels(tr.mark_duplicates(base), label_map.star_to_label)
             counts = classified.groupBy("reason", "label").count().collect()
         stats.rejected = {reason: 0 for reason in tr.REJECT_REASONS}
@@ -325,6 +359,13 @@ def _transform_and_write(
         raise InvalidInput(f"Spark failed on {_java_error_file(e)}: {_error_summary(e)}") from e
 
 
+def _cached_columns(output_columns: tuple[str, ...]) -> list[str]:
+    """What the rejects and the splits read (``label`` is derived from star_rating again)."""
+    return ["_row_id", "source_file", "raw_line", "reason"] + [
+        c for c in output_columns if c != "label"
+    ]
+
+
 def _check_sums(stats: Stats) -> None:
     """Nothing vanishes: accepted + rejected = read, and splits add up to what was kept."""
     if stats.rows_accepted + sum(stats.rejected.values()) != stats.rows_read:
@@ -361,6 +402,10 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
     parser.add_argument(
         "--spark-master", default="local[*]", help="local[*], local[N] or k8s://https://<api>"
     )
+    parser.add_argument(
+        "--driver-memory", default="2g",
+        help="the driver's JVM heap (with local[*], all of Spark's); e.g. 2g, 1536m",
+    )  # fmt: skip
     parser.add_argument("--k8s-image", default=None, help="executor image for a k8s:// master")
     parser.add_argument("--k8s-namespace", default="review-classifier", help="executor namespace")
     parser.add_argument("--k8s-service-account", default="review-classifier-spark",
@@ -379,6 +424,7 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
     return IngestConfig(
         input=args.input, output=args.output, label_mode=args.label_mode, balance=args.balance,
         split=tuple(args.split), seed=args.seed, spark_master=args.spark_master,
+        driver_memory=args.driver_memory,
         text_fields=tuple(args.text_fields), k8s=k8s,
     )  # fmt: skip
 

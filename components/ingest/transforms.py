@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -86,11 +86,16 @@ def _int_or_null(col: str) -> Column:
     return F.when(F.col(col).rlike(r"^-?[0-9]{1,9}$"), F.col(col).cast("int"))
 
 
-def classify(parsed: DataFrame, text_fields: Sequence[str] = ("review_body",)) -> DataFrame:
+def classify(
+    parsed: DataFrame,
+    text_fields: Sequence[str] = ("review_body",),
+    clean: Callable[[Column], Column] = clean_text_column,
+) -> DataFrame:
     """Add typed columns, the cleaned ``review_body`` and ``reason`` (null for a valid row).
 
     The first failing rule names the reason; duplicates are judged among otherwise valid rows,
-    so the first valid occurrence of a review_id is kept.
+    so the first valid occurrence of a review_id is kept. ``clean`` is ``clean_text_column`` or
+    the job's JVM UDF (``udfs.clean_text_udf``), which gives the same text faster.
     """
     text = F.concat_ws(" ", *[F.coalesce(F.col(c), F.lit("")) for c in text_fields])
     star = _int_or_null("star_rating")
@@ -112,7 +117,7 @@ def classify(parsed: DataFrame, text_fields: Sequence[str] = ("review_body",)) -
         )
     )
     typed = (
-        parsed.withColumn("_clean_text", clean_text_column(text))
+        parsed.withColumn("_clean_text", clean(text))
         .withColumn("reason", reason)
         .withColumn("star_rating", star)
         .withColumn("helpful_votes", helpful)

@@ -9,9 +9,10 @@ from pyspark.sql import SparkSession
 
 from components.common.errors import InvalidInput
 from components.common.schema import RAW_COLUMNS
+from components.ingest import udfs
 from components.ingest.job import IngestConfig, main, run_ingest
 from components.ingest.spark import build_spark_conf, create_session
-from components.ingest.transforms import classify, mark_duplicates, parse_lines
+from components.ingest.transforms import classify, clean_text_column, mark_duplicates, parse_lines
 from pipelines.generate import GeneratorConfig, generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -20,7 +21,12 @@ BAD = Path(__file__).resolve().parents[1] / "data" / "raw_bad"
 
 @pytest.fixture(scope="module")
 def spark() -> SparkSession:
-    return create_session(build_spark_conf("local[2]"))
+    """A session with the job's UDF jar, as the job starts it (compiled here if need be)."""
+    jar = udfs.find_jar()
+    assert jar is not None, "the ingest UDF did not compile (is a JDK installed?)"
+    session = create_session(build_spark_conf("local[2]", jars=[str(jar)]))
+    assert udfs.register(session), "the ingest UDF is not on this session's classpath"
+    return session
 
 
 def _splits(out: Path) -> dict[str, pd.DataFrame]:
@@ -201,6 +207,40 @@ def test_jvm_cleaning_matches_the_python_reference(spark):
     df = spark.createDataFrame([(s,) for s in samples], "t string")
     got = [r[0] for r in df.select(clean_text_column(df["t"])).collect()]
     assert got == [clean_text(s) for s in samples]
+
+
+# Each branch of the UDF's hand-written scan, and what the regex version treats specially.
+UDF_CASES = [
+    "Great &#34;gift&#34; card", "a<br />b<BR/>c<br>d<Br\t/>e", "<br", "<b>bold</b> <br x>",
+    "<br / >", "x<br>", "<br>", "<<br>>", "x &amp; y &lt;br /&gt; z", "&amp;lt;br&amp;gt;",
+    "AT&T & co", "&unknown; &#; &#x; &#65 &#65;", "caf&eacute; &#8217;s &#x27; &nbsp;&nbsp;x",
+    "tabs\tand\u0007bells\n\nand   spaces ", "zero\u200bwidth\ufeffbom", "\u0085nel\u2028ls",
+    "\u3000wide\u3000space\u00a0nbsp\u202f\u205f\u1680", "\x00\x1f\x7f\x9f", "   ", "",
+    "plain text", "emoji \U0001F44D  ok", "single spaces only", " lead", "trail ", None,
+]  # fmt: skip
+
+
+def test_the_jvm_udf_cleans_exactly_like_the_regex_expression(spark):
+    df = spark.createDataFrame([(s,) for s in UDF_CASES], "t string")
+    both = df.select(udfs.clean_text_udf(df["t"]).alias("udf"), clean_text_column(df["t"]))
+    got = [(r[0], r[1]) for r in both.collect()]
+    assert [u for u, _ in got] == [e for _, e in got]
+    assert got[1][0] == "a b c d e" and got[3][0] == "<b>bold</b> <br x>"
+
+
+def test_the_regex_fallback_gives_the_same_output_as_the_udf(tmp_path, monkeypatch):
+    config = {"input": str(BAD / "rows"), "balance": False, "text_fields": ("review_body",)}
+    fast = run_ingest(IngestConfig(output=str(tmp_path / "udf"), **config))
+    monkeypatch.setattr(udfs, "find_jar", lambda: None)  # as on a machine without a JDK
+    slow = run_ingest(IngestConfig(output=str(tmp_path / "regex"), **config))
+    assert (fast.text_cleaner, slow.text_cleaner) == ("jvm-udf", "spark-regex")
+    assert fast.rejected == slow.rejected and fast.splits == slow.splits
+    for name in ("train", "validation", "test", "rejects"):
+        a, b = (pd.read_parquet(tmp_path / run / name) for run in ("udf", "regex"))
+        key = "row_id" if name == "rejects" else "review_id"
+        pd.testing.assert_frame_equal(
+            a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+        )
 
 
 def test_rerun_into_the_same_s3_prefix_replaces_the_output(stack, settings, storage, tmp_path):

@@ -1,3 +1,4 @@
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,43 @@ def test_k8s_driver_host_defaults_to_the_pod_ip(monkeypatch):
     assert K8sOptions("registry/spark:abc").driver_host == "10.9.8.7"
     monkeypatch.delenv("POD_IP")
     assert K8sOptions("registry/spark:abc").driver_host is None
+
+
+def test_udf_jar_is_compiled_once_per_source_and_spark_version(tmp_path):
+    from components.ingest import udfs
+
+    jar = udfs.build_jar(tmp_path)
+    assert jar.exists() and jar.parent == tmp_path
+    with zipfile.ZipFile(jar) as z:
+        assert "reviewclassifier/ingest/CleanText.class" in z.namelist()
+    built = jar.stat().st_mtime_ns
+    assert udfs.build_jar(tmp_path) == jar and jar.stat().st_mtime_ns == built
+
+
+def test_udf_jar_from_the_image_or_none_without_a_jdk(tmp_path, monkeypatch, caplog):
+    from components.ingest import udfs
+
+    prebuilt = tmp_path / "prebuilt.jar"
+    prebuilt.write_bytes(b"PK")
+    monkeypatch.setenv(udfs.JAR_ENV, str(prebuilt))
+    assert udfs.find_jar() == prebuilt
+    monkeypatch.delenv(udfs.JAR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert udfs.find_jar() is None
+    assert "cleaning with Spark's regexes" in caplog.text
+
+
+def test_spark_conf_puts_the_udf_jar_on_the_classpath():
+    conf = build_spark_conf("local[2]", Settings.from_env({}, dotenv=None), jars=["/x/udf.jar"])
+    assert conf["spark.jars"] == "/x/udf.jar"
+    assert "spark.jars" not in build_spark_conf("local[2]", Settings.from_env({}, dotenv=None))
+
+
+def test_driver_memory_reaches_the_jvm_and_bad_values_are_refused():
+    conf = build_spark_conf("local[2]", Settings.from_env({}, dotenv=None), driver_memory="1536m")
+    assert conf["spark.driver.memory"] == "1536m"
+    assert "-XX:+UseParallelGC" in conf["spark.driver.extraJavaOptions"]
+    with pytest.raises(ConfigurationError, match="driver_memory"):
+        IngestConfig(input="in", output="out", driver_memory="lots")
