@@ -45,12 +45,24 @@ def hardware() -> dict:
 @dataclass
 class Measured:
     wall_s: float
-    peak_rss_mb: float
+    peak_memory_mb: float
     returncode: int
 
 
+def _pss(process: psutil.Process) -> int:
+    """Proportional set size: pages shared between processes count once in a sum.
+
+    Summed RSS would count a forked child's pages twice (the JVM forks helpers such as
+    ``chmod`` when Hadoop writes local files; until exec, the child maps the JVM's heap).
+    """
+    try:
+        return process.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):  # no smaps (not Linux): RSS instead
+        return process.memory_info().rss
+
+
 def run_measured(argv: list[str], env: dict | None = None, poll_s: float = 0.1) -> Measured:
-    """Run ``argv``; wall time and the peak summed RSS of its whole process tree (JVM included)."""
+    """Run ``argv``; wall time and the peak summed PSS of its whole process tree (JVM included)."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = psutil.Process(proc.pid)
@@ -58,7 +70,7 @@ def run_measured(argv: list[str], env: dict | None = None, poll_s: float = 0.1) 
     while proc.poll() is None:
         try:
             procs = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            peak = max(peak, sum(_pss(p) for p in procs if p.is_running()))
         except psutil.Error:
             pass
         time.sleep(poll_s)

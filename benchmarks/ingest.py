@@ -60,9 +60,10 @@ def bench_size(rows: int, reps: int, cache: Path) -> dict:
                     ]
                 )
             )
+        spark, pandas = ours[-1], base[-1]
         print(
-            f"rows={rows} rep={rep}: spark {ours[-1].wall_s:.1f}s {ours[-1].peak_rss_mb:.0f}MB | "
-            f"pandas {base[-1].wall_s:.1f}s {base[-1].peak_rss_mb:.0f}MB",
+            f"rows={rows} rep={rep}: spark {spark.wall_s:.1f}s {spark.peak_memory_mb:.0f}MB | "
+            f"pandas {pandas.wall_s:.1f}s {pandas.peak_memory_mb:.0f}MB",
             flush=True,
         )
     stage_medians = {k: median([t[k] for t in timings]) for k in timings[0]}
@@ -70,8 +71,8 @@ def bench_size(rows: int, reps: int, cache: Path) -> dict:
         "rows": rows,
         "ours_wall_s": median([m.wall_s for m in ours]),
         "baseline_wall_s": median([m.wall_s for m in base]),
-        "ours_peak_mb": median([m.peak_rss_mb for m in ours]),
-        "baseline_peak_mb": median([m.peak_rss_mb for m in base]),
+        "ours_peak_mb": median([m.peak_memory_mb for m in ours]),
+        "baseline_peak_mb": median([m.peak_memory_mb for m in base]),
         "spark_stage_s": stage_medians,
     }
 
@@ -84,7 +85,7 @@ def plot(results: list[dict], path: Path) -> None:
     a.set(xscale="log", yscale="log", xlabel="rows", ylabel="wall time (s)", title="Time")
     b.plot(rows, [r["ours_peak_mb"] for r in results], "o-", label="Spark job (ours)")
     b.plot(rows, [r["baseline_peak_mb"] for r in results], "s--", label=BASELINE)
-    b.set(xscale="log", xlabel="rows", ylabel="peak RSS of process tree (MB)", title="Memory")
+    b.set(xscale="log", xlabel="rows", ylabel="peak PSS of process tree (MB)", title="Memory")
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
