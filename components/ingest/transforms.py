@@ -132,17 +132,27 @@ def classify(
 def mark_duplicates(classified: DataFrame, broadcast_limit: int = 2_000_000) -> DataFrame:
     """Reject every valid row whose review_id appeared in an earlier valid row.
 
-    Only (review_id, _row_id) of valid rows is shuffled, not the wide rows with their text.
+    Only narrow columns of valid rows are shuffled, not the wide rows with their text. Ids are
+    grouped by a 64-bit hash first (a fixed-width key aggregates far faster than a string);
+    only the rows whose hash repeats, usually none, are grouped by the id itself.
     """
-    valid = classified.filter(F.col("reason").isNull()).select("review_id", "_row_id")
+    valid = classified.filter(F.col("reason").isNull()).select(
+        "review_id", "_row_id", F.xxhash64("review_id").alias("_h")
+    )
+    repeated = valid.groupBy("_h").count().filter(F.col("count") > 1).select("_h")
+    n_repeated = repeated.count()
+    if n_repeated == 0:
+        return classified
+    hashes = F.broadcast(repeated) if n_repeated <= broadcast_limit else repeated
     firsts = (
-        valid.groupBy("review_id")
+        valid.join(hashes, "_h")
+        .groupBy("review_id")
         .agg(F.min("_row_id").alias("_first"), F.count("*").alias("_n"))
         .filter(F.col("_n") > 1)
         .select("review_id", "_first")
     )
     n_groups = firsts.count()
-    if n_groups == 0:
+    if n_groups == 0:  # only hash collisions
         return classified
     side = F.broadcast(firsts) if n_groups <= broadcast_limit else firsts
     joined = classified.join(side, "review_id", "left")
@@ -179,13 +189,36 @@ def _order_key(seed: int) -> Column:
     return F.xxhash64(F.col("review_id"), F.lit(seed))
 
 
+_KEY_MIN, _KEY_SPAN = -(2**63), 2**64
+
+
+def key_bound(n: int, count: int, sigmas: float = 8.0) -> int | None:
+    """An order-key value below which a class of ``count`` rows has its ``n`` smallest keys.
+
+    The keys are a 64-bit hash, uniform over their range: the number of keys below the
+    fraction ``q`` of the range is binomial(count, q). ``q`` sits ``sigmas`` standard
+    deviations above n/count, so the bound falls short about never; ``split_cuts`` checks.
+    None when the bound would keep every row anyway.
+    """
+    if count <= 0 or n >= count:
+        return None
+    p = n / count
+    q = p + sigmas * (p * (1 - p) / count) ** 0.5 + 64 / count
+    if q >= 1:
+        return None
+    return _KEY_MIN + int(q * _KEY_SPAN)
+
+
 def split_cuts(
     df: DataFrame, class_counts: Mapping[int, int], fractions: Sequence[float], seed: int,
     balance: bool,
 ) -> dict[int, tuple[int | None, int | None, int | None]]:  # fmt: skip
     """Per class, the order-key values that end train, validation and the kept rows.
 
-    Ranking happens on (label, key) only; the wide rows are then cut without a shuffle.
+    Ranking happens on (label, key) only; the wide rows are then cut without a shuffle. When
+    balancing keeps a few rows of a large class, only keys below ``key_bound`` are ranked (every
+    smaller key is among them, so the ranks are exact); if a class comes up short, all its rows
+    are ranked after all.
     """
     keep = min(class_counts.values()) if balance else None
     wanted: dict[int, tuple[int, int, int]] = {}
@@ -193,15 +226,34 @@ def split_cuts(
         n = keep if keep is not None else count
         train_end, val_end = split_bounds(n, fractions)
         wanted[label] = (train_end, val_end, n)
-    ranks = sorted({r for triple in wanted.values() for r in triple if r > 0})
-    rank = F.row_number().over(Window.partitionBy("label").orderBy("_key"))
-    narrow = df.select("label", _order_key(seed).alias("_key")).withColumn("_rank", rank)
-    rows = narrow.filter(F.col("_rank").isin(ranks)).collect()
-    at = {(r["label"], r["_rank"]): r["_key"] for r in rows}
+    bounds = {label: key_bound(n, class_counts[label]) for label, (_, _, n) in wanted.items()}
+    at = _keys_at_ranks(df, wanted, bounds, seed)
+    short = [label for label, (_, _, n) in wanted.items() if n > 0 and (label, n) not in at]
+    if short:  # a bound fell short (or the counts are stale): rank those classes in full
+        at.update(_keys_at_ranks(df, {k: wanted[k] for k in short}, dict.fromkeys(short), seed))
     return {
         label: tuple(at.get((label, r)) if r > 0 else None for r in triple)
         for label, triple in wanted.items()
     }
+
+
+def _keys_at_ranks(
+    df: DataFrame, wanted: Mapping[int, tuple[int, int, int]],
+    bounds: Mapping[int, int | None], seed: int,
+) -> dict[tuple[int, int], int]:  # fmt: skip
+    ranks = sorted({r for triple in wanted.values() for r in triple if r > 0})
+    narrow = df.select("label", _order_key(seed).alias("_key"))
+    keep = None
+    for label, bound in bounds.items():
+        this = F.col("label") == label
+        if bound is not None:
+            this = this & (F.col("_key") <= F.lit(bound))
+        keep = this if keep is None else keep | this
+    if keep is not None:
+        narrow = narrow.filter(keep)
+    rank = F.row_number().over(Window.partitionBy("label").orderBy("_key"))
+    rows = narrow.withColumn("_rank", rank).filter(F.col("_rank").isin(ranks)).collect()
+    return {(r["label"], r["_rank"]): r["_key"] for r in rows}
 
 
 def balance_and_split(

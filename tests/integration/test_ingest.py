@@ -214,6 +214,8 @@ UDF_CASES = [
     "Great &#34;gift&#34; card", "a<br />b<BR/>c<br>d<Br\t/>e", "<br", "<b>bold</b> <br x>",
     "<br / >", "x<br>", "<br>", "<<br>>", "x &amp; y &lt;br /&gt; z", "&amp;lt;br&amp;gt;",
     "AT&T & co", "&unknown; &#; &#x; &#65 &#65;", "caf&eacute; &#8217;s &#x27; &nbsp;&nbsp;x",
+    "&amp;amp; &&#34;; &#34&#34; &#12a; &#x1F44D; &#0000000065; &#xD83D;&#xDC4D; &#0; &;",
+    "&AMP; &Eacute;&eacute; &thetasym; &frac12;&sup2; a&b;c&d &#34;&#34;&#34; end&",
     "tabs\tand\u0007bells\n\nand   spaces ", "zero\u200bwidth\ufeffbom", "\u0085nel\u2028ls",
     "\u3000wide\u3000space\u00a0nbsp\u202f\u205f\u1680", "\x00\x1f\x7f\x9f", "   ", "",
     "plain text", "emoji \U0001F44D  ok", "single spaces only", " lead", "trail ", None,
@@ -241,6 +243,32 @@ def test_the_regex_fallback_gives_the_same_output_as_the_udf(tmp_path, monkeypat
         pd.testing.assert_frame_equal(
             a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
         )
+
+
+def test_split_cuts_rank_only_keys_below_the_bound_and_stay_exact(spark, monkeypatch):
+    from components.ingest import transforms as tr
+
+    counts = {0: 3000, 1: 200, 2: 40}
+    rows = [(label, f"R{label}-{i}") for label, n in counts.items() for i in range(n)]
+    df = spark.createDataFrame(rows, "label int, review_id string")
+    keys = df.select("label", tr._order_key(5).alias("k")).collect()
+    by_label = {label: sorted(r["k"] for r in keys if r["label"] == label) for label in counts}
+
+    def expected(balance: bool) -> dict:
+        out = {}
+        for label, sorted_keys in by_label.items():
+            n = min(counts.values()) if balance else counts[label]
+            train_end, val_end = tr.split_bounds(n, (0.8, 0.1, 0.1))
+            out[label] = tuple(sorted_keys[r - 1] for r in (train_end, val_end, n))
+        return out
+
+    for balance in (True, False):
+        assert tr.split_cuts(df, counts, (0.8, 0.1, 0.1), 5, balance) == expected(balance)
+    bound = tr.key_bound(40, 3000)  # balancing keeps 40 of 3000: a few hundred are ranked
+    assert 40 <= sum(k <= bound for k in by_label[0]) < 600 and tr.key_bound(40, 40) is None
+    # a bound that falls short: those classes are ranked in full, with the same result
+    monkeypatch.setattr(tr, "key_bound", lambda n, count: tr._KEY_MIN + 1 if n < count else None)
+    assert tr.split_cuts(df, counts, (0.8, 0.1, 0.1), 5, True) == expected(True)
 
 
 def test_rerun_into_the_same_s3_prefix_replaces_the_output(stack, settings, storage, tmp_path):
