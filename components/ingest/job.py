@@ -291,10 +291,18 @@ def _transform_and_write(
             body = lines.filter(F.col("value") != raw_inputs.HEADER)
             # One cached copy of the parsed rows, with only the columns later steps read;
             # duplicates (a broadcast join of the few repeated ids) and labels are cheap to
-            # derive again for each later action.
+            # derive again for each later action. The raw line and its file, the widest
+            # columns, are kept for rejected rows only: at 5M rows they pushed the cache out of
+            # memory. Duplicates, valid rows when cached, get theirs from a second read.
             parsed = tr.parse_lines(body)
             classified = tr.classify(parsed, config.text_fields, clean or tr.clean_text_column)
-            base = classified.select(*_cached_columns(tr.OUTPUT_COLUMNS)).persist()
+            rejected = F.col("reason").isNotNull()
+            base = classified.select(
+                *[
+                    F.when(rejected, F.col(c)).alias(c) if c in _REJECTS_ONLY else c
+                    for c in _cached_columns(tr.OUTPUT_COLUMNS)
+                ]
+            ).persist()
             classified = tr.add_labels(tr.mark_duplicates(base), label_map.star_to_label)
             counts = classified.groupBy("reason", "label").count().collect()
         stats.rejected = {reason: 0 for reason in tr.REJECT_REASONS}
@@ -316,7 +324,12 @@ def _transform_and_write(
         )  # fmt: skip
         with timer.stage("write rejects"):
             is_reject = F.col("reason").isNotNull() & (F.col("reason") != tr.BLANK)
-            rejects = classified.filter(is_reject).select(
+            rejects = classified.filter(is_reject)
+            if stats.rejected["duplicate_review_id"]:
+                rejects = _read_duplicate_lines_again(
+                    rejects, body, stats.rejected["duplicate_review_id"]
+                )
+            rejects = rejects.select(
                 "source_file",
                 F.col("_row_id").alias("row_id"),
                 "reason",
@@ -357,6 +370,43 @@ def _transform_and_write(
         out_df.unpersist()
     except (Py4JJavaError, PySparkException) as e:
         raise InvalidInput(f"Spark failed on {_java_error_file(e)}: {_error_summary(e)}") from e
+
+
+_REJECTS_ONLY = ("raw_line", "source_file")
+
+
+def _read_duplicate_lines_again(rejects: Any, body: Any, n_duplicates: int) -> Any:
+    """Fill in the raw line and file of duplicate rejects by reading the input again.
+
+    The same read (same files, same partitions) numbers its lines the same way; each line read
+    back must carry the review_id its row was rejected for, or the job fails.
+    """
+    from pyspark.sql import functions as F
+
+    from components.ingest.transforms import DUPLICATE
+
+    dups = rejects.filter(F.col("reason") == DUPLICATE).select(
+        "_row_id", F.col("review_id").alias("_id")
+    )
+    side = F.broadcast(dups) if n_duplicates <= 2_000_000 else dups
+    again = (
+        body.select("_row_id", F.col("value").alias("_line"), F.col("source_file").alias("_file"))
+        .join(side, "_row_id")
+        .persist()
+    )
+    same_id = F.split("_line", "\t", -1)[2] == F.col("_id")
+    check = again.agg(F.count("*").alias("n"), F.sum(same_id.cast("int")).alias("same")).first()
+    if check["n"] != n_duplicates or check["same"] != n_duplicates:
+        raise PlatformError(
+            f"reading the {n_duplicates} duplicate rows again found {check['n']} "
+            f"({check['same']} with the same review_id): did the input change during the run?"
+        )
+    return (
+        rejects.join(again.drop("_id"), "_row_id", "left")
+        .withColumn("raw_line", F.coalesce("raw_line", "_line"))
+        .withColumn("source_file", F.coalesce("source_file", "_file"))
+        .drop("_line", "_file")
+    )
 
 
 def _cached_columns(output_columns: tuple[str, ...]) -> list[str]:

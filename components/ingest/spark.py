@@ -91,6 +91,10 @@ def build_spark_conf(
         # The parsed rows are cached once and read by several actions; compressing the cache
         # cost ~4 s per million rows on 2 cores for no gain (benchmarks/ingest.py).
         "spark.sql.inMemoryColumnarStorage.compressed": "false",
+        # One input file per task: gzip cannot be split, and Spark then starts the largest
+        # files first (it sorts them by size), which balances the cores far better than its
+        # packing of several files into one task did (benchmarks/ingest.py).
+        "spark.sql.files.openCostInBytes": str(128 * 2**20),
         # S3A (used only where the connector is on the classpath).
         "spark.hadoop.fs.s3a.impl": S3A_CLASS,
         "spark.hadoop.fs.s3a.fast.upload": "true",

@@ -31,6 +31,7 @@ OUTPUT_COLUMNS = (
 SPLIT_NAMES = ("train", "validation", "test")
 # Blank lines (e.g. a trailing empty line) are not rows: counted apart, never rejects.
 BLANK = "_blank"
+DUPLICATE = "duplicate_review_id"
 
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
@@ -162,7 +163,7 @@ def mark_duplicates(classified: DataFrame, broadcast_limit: int = 2_000_000) -> 
         & (F.col("_row_id") != F.col("_first"))
     )
     return joined.withColumn(
-        "reason", F.when(dup, F.lit("duplicate_review_id")).otherwise(F.col("reason"))
+        "reason", F.when(dup, F.lit(DUPLICATE)).otherwise(F.col("reason"))
     ).drop("_first")
 
 

@@ -125,7 +125,11 @@ def test_bad_input_corpus_gives_exact_reject_counts(tmp_path):
     assert rejects["reason"].value_counts().to_dict() == {
         k: v for k, v in expected["rejected"].items() if v
     }
-    assert rejects["raw_line"].str.len().gt(0).all()
+    assert rejects["raw_line"].str.len().gt(0).all() and rejects["source_file"].notna().all()
+    # duplicates get their raw line from a second read: each is its own row's line
+    dups = rejects[rejects["reason"] == "duplicate_review_id"]
+    assert len(dups) == 2 and (dups["raw_line"].str.split("\t").str[2] == dups["review_id"]).all()
+    assert dups["source_file"].str.endswith("amazon_reviews_us_Bad_v1_00.tsv").all()
     kept = pd.concat(_splits(tmp_path).values())
     assert "RVALID001" in set(kept["review_id"])  # the first copy of a duplicate is kept
     assert not kept["review_body"].str.contains("<br", regex=False).any()
