@@ -134,17 +134,29 @@ def _read_lines(spark: Any, paths: list[str]) -> Any:
     return lines.withColumn("_row_id", F.monotonically_increasing_id())
 
 
-def _java_error_file(e: Exception) -> str:
-    """The file a Spark read error names, if any, for a one-line message."""
-    match = re.search(r"((?:s3a|file):/+[^\s,'\"]+)", str(e))
-    return match.group(1) if match else "an input file"
-
-
 def _error_summary(e: Exception) -> str:
-    """The most telling line of a Spark/py4j error (the innermost exception), not the trace."""
+    """The most telling line of a Spark/py4j error (the innermost cause), not the trace."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    causes = [line for line in lines if re.match(r"^[\w.$]+(Error|Exception)\b", line)]
+    exception = r"^(?:Caused by:\s*|:\s*)?([\w.$]+(?:Error|Exception)\b.*)"
+    causes = [m.group(1) for line in lines if (m := re.match(exception, line))]
     return (causes[-1] if causes else lines[0] if lines else type(e).__name__)[:300]
+
+
+def read_failure(e: Exception, inputs: dict[str, str]) -> InvalidInput:
+    """One line for a failed Spark job: the input file it names (as the user named it), why.
+
+    ``inputs`` maps what Spark read (a local path or an s3a:// URI) to the input's name.
+    """
+    summary = _error_summary(e)
+    match = re.search(r"((?:s3a|file):/+[^\s,'\"]+?)\.?(?:\s|$)", str(e))
+    if not match:
+        return InvalidInput(f"Spark failed: {summary}")
+    named = match.group(1)
+    local = re.sub(r"^file:/+", "/", named)
+    display = inputs.get(named) or inputs.get(local) or named
+    if display.endswith(".gz") and re.search(r"EOFException|ZipException|gzip", summary):
+        return InvalidInput(f"{display}: unreadable gzip ({summary})")
+    return InvalidInput(f"Spark failed on {display}: {summary}")
 
 
 def _write_parquet(df: Any, path: str, rows: int) -> None:
@@ -249,8 +261,8 @@ def _prepare_inputs(
     storage: S3Storage | None,
     stage_dir: Path,
     stats: Stats,
-) -> list[str]:
-    """Check every input (header, gzip integrity) and return the paths Spark should read."""
+) -> dict[str, str]:
+    """Check every input's header; map each path Spark should read to the input's name."""
     if read_path is ReadPath.S3A:
         statuses = [raw_inputs.check_s3_header(storage, f) for f in files]
         paths = [to_s3a(f.uri) for f in files]
@@ -263,7 +275,7 @@ def _prepare_inputs(
         statuses = [raw_inputs.check_raw_file(p, f.uri) for p, f in zip(local, files, strict=True)]
         paths = [str(p) for p in local]
     stats.input_status = {f.uri: s for f, s in zip(files, statuses, strict=True)}
-    readable = [p for p, s in zip(paths, statuses, strict=True) if s == "ok"]
+    readable = {p: f.uri for p, f, s in zip(paths, files, statuses, strict=True) if s == "ok"}
     if not readable:
         raise InvalidInput("no input file has any data row (all are empty or header-only)")
     return readable
@@ -271,7 +283,7 @@ def _prepare_inputs(
 
 def _transform_and_write(
     spark: Any,
-    paths: list[str],
+    paths: dict[str, str],
     config: IngestConfig,
     label_map: Any,
     out: str,
@@ -287,7 +299,7 @@ def _transform_and_write(
 
     try:
         with timer.stage("read, parse and quarantine"):
-            lines = _read_lines(spark, paths)
+            lines = _read_lines(spark, list(paths))
             body = lines.filter(F.col("value") != raw_inputs.HEADER)
             # One cached copy of the parsed rows, with only the columns later steps read;
             # duplicates (a broadcast join of the few repeated ids) and labels are cheap to
@@ -369,7 +381,7 @@ def _transform_and_write(
         base.unpersist()
         out_df.unpersist()
     except (Py4JJavaError, PySparkException) as e:
-        raise InvalidInput(f"Spark failed on {_java_error_file(e)}: {_error_summary(e)}") from e
+        raise read_failure(e, paths) from e
 
 
 _REJECTS_ONLY = ("raw_line", "source_file")

@@ -116,14 +116,19 @@ def test_input_listing_skips_non_raw_files_and_versions_each_file():
     assert all(len(f.version) == 64 for f in files)
 
 
-def test_file_checks_name_the_broken_file():
+def test_file_checks_name_the_broken_file(tmp_path):
     assert check_raw_file(BAD / "rows" / "amazon_reviews_us_Empty_v1_00.tsv", "e") == "empty"
     assert check_raw_file(BAD / "rows" / "amazon_reviews_us_HeaderOnly_v1_00.tsv", "h") == (
         "header_only"
     )
-    with pytest.raises(InvalidInput, match=r"Cut_v1_00.tsv.gz: unreadable gzip"):
-        path = BAD / "truncated_gzip" / "amazon_reviews_us_Cut_v1_00.tsv.gz"
-        check_raw_file(path, str(path))
+    # only the header is read here: a gzip cut short further on is left to Spark's read
+    assert check_raw_file(BAD / "truncated_gzip" / "amazon_reviews_us_Cut_v1_00.tsv.gz", "c") == (
+        "ok"
+    )
+    not_gzip = tmp_path / "amazon_reviews_us_Fake_v1_00.tsv.gz"
+    not_gzip.write_bytes(b"marketplace\tcustomer_id\n")
+    with pytest.raises(InvalidInput, match=r"s3://b/Fake_v1_00.tsv.gz: unreadable gzip"):
+        check_raw_file(not_gzip, "s3://b/Fake_v1_00.tsv.gz")
     with pytest.raises(InvalidInput, match="wrong header"):
         check_raw_file(BAD / "wrong_header" / "amazon_reviews_us_Swapped_v1_00.tsv", "w")
     with pytest.raises(InvalidInput, match="does not exist"):
@@ -175,3 +180,24 @@ def test_driver_memory_reaches_the_jvm_and_bad_values_are_refused():
     assert "-XX:+UseParallelGC" in conf["spark.driver.extraJavaOptions"]
     with pytest.raises(ConfigurationError, match="driver_memory"):
         IngestConfig(input="in", output="out", driver_memory="lots")
+
+
+def test_spark_read_failures_name_the_input_as_given():
+    from components.ingest.job import read_failure
+
+    trace = (
+        "An error occurred while calling o63.count.\n: org.apache.spark.SparkException: "
+        "[FAILED_READ_FILE.NO_HINT] Encountered error while reading file "
+        "file:///tmp/ingest-x/raw/00001-reviews.tsv.gz.  SQLSTATE: KD001\n"
+        "\tat org.apache.spark.sql.errors.QueryExecutionErrors$.cannotReadFilesError(x.scala)\n"
+        "Caused by: java.io.EOFException: Unexpected end of input stream\n\tat x.y(z.java)\n"
+    )
+    staged = {"/tmp/ingest-x/raw/00001-reviews.tsv.gz": "s3://bucket/raw/reviews.tsv.gz"}
+    assert str(read_failure(Exception(trace), staged)) == (
+        "s3://bucket/raw/reviews.tsv.gz: unreadable gzip "
+        "(java.io.EOFException: Unexpected end of input stream)"
+    )
+    other = "boom\nCaused by: java.lang.OutOfMemoryError: Java heap space"
+    assert str(read_failure(Exception(other), staged)) == (
+        "Spark failed: java.lang.OutOfMemoryError: Java heap space"
+    )
