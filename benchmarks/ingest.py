@@ -46,7 +46,9 @@ def bench_size(rows: int, reps: int, cache: Path) -> dict:
                     ]
                 )
             )
-            timings.append(json.loads((out / "stats.json").read_text())["timings_s"])
+            stats = json.loads((out / "stats.json").read_text())
+            timings.append(stats["timings_s"])
+            cleaner = stats["text_cleaner"]
             base.append(
                 run_measured(
                     [
@@ -74,6 +76,7 @@ def bench_size(rows: int, reps: int, cache: Path) -> dict:
         "ours_peak_mb": median([m.peak_memory_mb for m in ours]),
         "baseline_peak_mb": median([m.peak_memory_mb for m in base]),
         "spark_stage_s": stage_medians,
+        "spark_text_cleaner": cleaner,
     }
 
 
@@ -97,7 +100,11 @@ def plot(results: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000], help="row counts"
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[100_000, 1_000_000, 2_000_000, 5_000_000],
+        help="row counts",
     )
     parser.add_argument(
         "--reps", type=int, default=3, help="repetitions per size (median reported)"
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     results = [
-        bench_size(rows, args.reps if rows <= 1_000_000 else max(1, args.reps - 2), cache)
+        bench_size(rows, args.reps if rows <= 1_000_000 else max(1, args.reps - 1), cache)
         for rows in args.sizes
     ]
     table = []
