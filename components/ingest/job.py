@@ -181,8 +181,8 @@ def run_ingest(
     needs_s3 = is_s3_uri(config.input) or is_s3_uri(config.output)
     storage = S3Storage(settings) if needs_s3 else None
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
-        # The JVM starts while the inputs are listed and, when local, checked (checksums and
-        # gzip integrity read every byte): their timings overlap.
+        # The JVM starts while the inputs are listed and, when local, checked (the checksums
+        # read every byte): their timings overlap.
         with ThreadPoolExecutor(1, thread_name_prefix="spark-start") as pool:
             starting = pool.submit(_start_spark, config, settings, stats, timer)
             with timer.stage("list and check inputs"):
