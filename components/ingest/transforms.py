@@ -133,27 +133,17 @@ def classify(
 def mark_duplicates(classified: DataFrame, broadcast_limit: int = 2_000_000) -> DataFrame:
     """Reject every valid row whose review_id appeared in an earlier valid row.
 
-    Only narrow columns of valid rows are shuffled, not the wide rows with their text. Ids are
-    grouped by a 64-bit hash first (a fixed-width key aggregates far faster than a string);
-    only the rows whose hash repeats, usually none, are grouped by the id itself.
+    Only (review_id, _row_id) of valid rows is shuffled, not the wide rows with their text.
     """
-    valid = classified.filter(F.col("reason").isNull()).select(
-        "review_id", "_row_id", F.xxhash64("review_id").alias("_h")
-    )
-    repeated = valid.groupBy("_h").count().filter(F.col("count") > 1).select("_h")
-    n_repeated = repeated.count()
-    if n_repeated == 0:
-        return classified
-    hashes = F.broadcast(repeated) if n_repeated <= broadcast_limit else repeated
+    valid = classified.filter(F.col("reason").isNull()).select("review_id", "_row_id")
     firsts = (
-        valid.join(hashes, "_h")
-        .groupBy("review_id")
+        valid.groupBy("review_id")
         .agg(F.min("_row_id").alias("_first"), F.count("*").alias("_n"))
         .filter(F.col("_n") > 1)
         .select("review_id", "_first")
     )
     n_groups = firsts.count()
-    if n_groups == 0:  # only hash collisions
+    if n_groups == 0:
         return classified
     side = F.broadcast(firsts) if n_groups <= broadcast_limit else firsts
     joined = classified.join(side, "review_id", "left")
