@@ -101,8 +101,11 @@ def test_ctrl_c_during_start_up_leaves_nothing_behind(tmp_path):
     import time
 
     env = {**os.environ, "LOCAL_STATE_DIR": str(tmp_path)}
+    # As from a terminal: a runner started in the background (nohup ... &) passes SIGINT on
+    # ignored, and Python then never raises KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.stack", "up"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     state = tmp_path / "stack.json"
     pids: dict = {}
     deadline = time.monotonic() + 120
