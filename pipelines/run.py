@@ -37,8 +37,10 @@ LOCAL_PARAMS: dict[str, Any] = {
     "batch_size": 32,
     "max_steps": 400,
     # Generated reviews are linearly separable by construction (the TF-IDF baseline reaches
-    # the ceiling too), so a from-scratch BERT can tie the baseline but not beat it.
-    "min_gain_over_baseline": -0.03,
+    # the ceiling too), so a from-scratch BERT can tie the baseline but not beat it. The test
+    # split of the default 20,000 rows has 230 rows: one row is 0.0043 and the standard error of
+    # an accuracy near 0.9 is about 0.02, so a -0.03 margin failed a tie by one row in CI.
+    "min_gain_over_baseline": -0.05,
 }
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
