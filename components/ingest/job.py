@@ -336,9 +336,9 @@ def _transform_and_write(
         )  # fmt: skip
         with timer.stage("write rejects"):
             is_reject = F.col("reason").isNotNull() & (F.col("reason") != tr.BLANK)
-            rejects = classified.filter(is_reject)
+            rejects, reread = classified.filter(is_reject), None
             if stats.rejected["duplicate_review_id"]:
-                rejects = _read_duplicate_lines_again(
+                rejects, reread = _read_duplicate_lines_again(
                     rejects, body, stats.rejected["duplicate_review_id"]
                 )
             rejects = rejects.select(
@@ -350,6 +350,8 @@ def _transform_and_write(
                 F.make_valid_utf8("raw_line").alias("raw_line"),
             )
             _write_parquet(rejects, f"{out}/rejects", sum(stats.rejected.values()))
+            if reread is not None:
+                reread.unpersist()
         if not before:
             raise InvalidInput(f"no valid rows in the input; rejects by reason: {stats.rejected}")
         missing = [label_map.id2label[i] for i in label_map.id2label if i not in before]
@@ -387,11 +389,12 @@ def _transform_and_write(
 _REJECTS_ONLY = ("raw_line", "source_file")
 
 
-def _read_duplicate_lines_again(rejects: Any, body: Any, n_duplicates: int) -> Any:
+def _read_duplicate_lines_again(rejects: Any, body: Any, n_duplicates: int) -> tuple[Any, Any]:
     """Fill in the raw line and file of duplicate rejects by reading the input again.
 
     The same read (same files, same partitions) numbers its lines the same way; each line read
-    back must carry the review_id its row was rejected for, or the job fails.
+    back must carry the review_id its row was rejected for, or the job fails. Returns the
+    rejects and the cached lines read back (the caller unpersists them once written).
     """
     from pyspark.sql import functions as F
 
@@ -413,12 +416,13 @@ def _read_duplicate_lines_again(rejects: Any, body: Any, n_duplicates: int) -> A
             f"reading the {n_duplicates} duplicate rows again found {check['n']} "
             f"({check['same']} with the same review_id): did the input change during the run?"
         )
-    return (
+    filled = (
         rejects.join(again.drop("_id"), "_row_id", "left")
         .withColumn("raw_line", F.coalesce("raw_line", "_line"))
         .withColumn("source_file", F.coalesce("source_file", "_file"))
         .drop("_line", "_file")
     )
+    return filled, again
 
 
 def _cached_columns(output_columns: tuple[str, ...]) -> list[str]:
