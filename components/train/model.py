@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from components.common.errors import ModelLoadError
 from components.common.schema import LabelMap
-from components.common.storage import is_s3_uri
-from components.train.data import fetch_dir
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +34,6 @@ def build_small_bert(
     )  # fmt: skip
     config._attn_implementation = "sdpa"
     return BertForSequenceClassification(config)
-
-
-def resolve_pretrained(name_or_path: str, cache_dir: Path) -> str:
-    """A hub id or local directory as is; an s3:// prefix downloaded once to ``cache_dir``."""
-    if is_s3_uri(name_or_path):
-        return str(fetch_dir(name_or_path, cache_dir))
-    return name_or_path
 
 
 def load_pretrained(name_or_path: str, label_map: LabelMap) -> tuple[object, object]:

@@ -34,7 +34,8 @@ from components.train.data import (
     read_split,
     train_wordpiece,
 )
-from components.train.model import build_small_bert, load_pretrained, resolve_pretrained
+from components.train.model import build_small_bert, load_pretrained
+from components.train.pretrained import is_scratch, resolve_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     batches_done_in_epoch: int = 0
-    best_accuracy: float = -1.0
+    best_score: float = -1.0  # of the selection metric
+    best_step: int = -1
     evals_without_improvement: int = 0
     mlflow_run_id: str | None = None
     history: list[dict] = field(default_factory=list)
@@ -95,6 +97,15 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def class_weights(labels: np.ndarray, num_labels: int) -> np.ndarray:
+    """``rows / (classes x class rows)`` per class (sklearn's "balanced"); 0 for absent ones."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_labels).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_labels)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
 def _gather_objects(obj: Any, ctx: du.DistContext) -> list[Any]:
     if not ctx.distributed:
         return [obj]
@@ -114,11 +125,12 @@ class Trainer:
         self.store = CheckpointStore(config.checkpoint_uri, config.run_id)
         self.precision = resolve_precision(config.precision, self.ctx.device)
         self.state = TrainState()
+        self.loss_fn: torch.nn.Module | None = None
 
     # ---- set-up -------------------------------------------------------------------------
     def _tokenizer_and_model(self, label_map: LabelMap, train_texts: list[str]) -> tuple:
         cfg, ctx = self.cfg, self.ctx
-        if cfg.model_name_or_path:
+        if not is_scratch(cfg.model_name_or_path):
             shared = Path(tempfile.gettempdir()) / f"rc-model-{cfg.run_id}"
             if ctx.local_rank == 0:
                 resolve_pretrained(cfg.model_name_or_path, shared)  # downloaded once per node
@@ -263,6 +275,12 @@ class Trainer:
         val_df = read_split(data_dir, "validation", cfg.max_eval_rows)
         tokenizer, model = self._tokenizer_and_model(label_map, train_df["review_body"].tolist())
         self.collate = PadCollator(tokenizer.pad_token_id)
+        if cfg.class_weighting == "balanced":
+            weights = class_weights(train_df["label"].to_numpy(), self.num_labels)
+            logger.info("class weights (balanced): %s", [round(w, 3) for w in weights])
+            self.loss_fn = torch.nn.CrossEntropyLoss(
+                weight=torch.tensor(weights, dtype=torch.float32, device=ctx.device)
+            )
         train_ds = TokenizedDataset(train_df["review_body"].tolist(), train_df["label"].tolist(),
                                     tokenizer, cfg.max_seq_length)  # fmt: skip
         val_ds = TokenizedDataset(val_df["review_body"].tolist(), val_df["label"].tolist(),
@@ -323,7 +341,10 @@ class Trainer:
             "total_steps": total_steps,
             "resumed_from_step": resumed_from,
             "steps_this_attempt": steps_this_attempt,
-            "best_val_accuracy": self.state.best_accuracy,
+            "selection_metric": cfg.selection_metric,
+            "best_step": self.state.best_step,
+            "best_val_metric": self.state.best_score,
+            "best_val_accuracy": self._best_eval().get("val_accuracy"),
             "final": final,
             "history": self.state.history,
             "world_size": ctx.world_size,
@@ -361,6 +382,10 @@ class Trainer:
                 break
         if not st.history or st.history[-1]["step"] != st.step:
             self._after_eval(model, val_ds, micro, mlflow)
+        if self.store.latest() != st.step:
+            # The last step rarely falls on an interval or an epoch end (one epoch of max_steps
+            # returns before it): without this a finished run would leave nothing to resume.
+            self._checkpoint(model, optimizer, scheduler, scaler)
         return self._window["done"]
 
     def _train_epoch(self, loader, sampler, step_args) -> tuple[bool, bool]:
@@ -382,7 +407,7 @@ class Trainer:
             )
             with sync:
                 with self.autocast():
-                    loss = model(**batch).loss / cfg.grad_accum
+                    loss = self._loss(model, batch) / cfg.grad_accum
                 (scaler.scale(loss) if scaler else loss).backward()
             accum_loss += loss.detach()
             if not last_micro:
@@ -399,6 +424,16 @@ class Trainer:
             if stop or st.step >= total_steps:
                 return False, True
         return True, False
+
+    def _loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's own cross-entropy, or the class-weighted one."""
+        if self.loss_fn is None:
+            return model(**batch).loss
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return self.loss_fn(logits.float(), batch["labels"])
+
+    def _best_eval(self) -> dict:
+        return next((h for h in self.state.history if h["step"] == self.state.best_step), {})
 
     def _optimizer_step(self, model, optimizer, scheduler, scaler) -> None:
         """Unscale, clip, step the optimizer and the schedule, clear the gradients."""
@@ -454,8 +489,9 @@ class Trainer:
             if mlflow:
                 mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("val_")},
                                    step=st.step)  # fmt: skip
-        if metrics["val_accuracy"] > st.best_accuracy:
-            st.best_accuracy = metrics["val_accuracy"]
+        score = metrics[f"val_{cfg.selection_metric}"]
+        if score > st.best_score:
+            st.best_score, st.best_step = score, st.step
             st.evals_without_improvement = 0
             if self.ctx.is_main:
                 self.best_weights = {k: v.detach().cpu().clone()
@@ -482,7 +518,8 @@ class Trainer:
 
             info = log_model(out)
             results["mlflow_model_uri"] = info.model_uri
-            mlflow.log_metrics({"best_val_accuracy": self.state.best_accuracy,
+            mlflow.log_metrics({"best_val_metric": self.state.best_score,
+                                "best_val_accuracy": results["best_val_accuracy"],
                                 "train_seconds": results["seconds"]})  # fmt: skip
             mlflow.log_dict(results, "results.json")
             mlflow.end_run()

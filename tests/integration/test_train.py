@@ -143,8 +143,8 @@ def test_pretrained_directory_with_the_real_vocabulary(bert_vocab_dir, data, tmp
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
     args = ["--data", str(splits), "--output-dir", str(tmp_path / "model"), "--run-id", "vocab",
-            "--checkpoint-uri", str(tmp_path / "ckpt"), "--model-name-or-path", str(base),
-            "--max-steps", "5", "--no-mlflow", *FAST]  # fmt: skip
+            "--checkpoint-uri", str(tmp_path / "ckpt"), "--max-steps", "5", "--no-mlflow", *FAST,
+            "--model-name-or-path", str(base)]  # fmt: skip
     _finish(_train(1, args, tmp_path))
     clf = Classifier(tmp_path / "model")
     assert clf.model.config.vocab_size == 30522

@@ -107,3 +107,52 @@ def test_torchrun_command_is_standalone_for_one_node():
     assert "--nproc-per-node=2" in argv and "--max-restarts=1" in argv and "--standalone" in argv
     assert argv[-4:] == ["-m", "components.train", "--data", "d"]
     assert json.dumps(argv)
+
+
+def test_balanced_class_weights_and_weighted_loss():
+    import numpy as np
+    import torch
+
+    from components.train.trainer import class_weights
+
+    weights = class_weights(np.array([0, 0, 0, 0, 1, 2, 2, 2]), 4)
+    # rows / (present classes x class rows); an absent class gets 0
+    assert weights.tolist() == pytest.approx([8 / 12, 8 / 3, 8 / 9, 0.0])
+    assert (weights[:3] * np.array([4, 1, 3])).sum() == pytest.approx(8)  # total weight = rows
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
+    labels = torch.tensor([0, 1, 2])
+    loss = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+    per_row = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    w = torch.tensor(weights, dtype=torch.float32)[labels]
+    assert loss(logits, labels).item() == pytest.approx(((per_row * w).sum() / w.sum()).item())
+
+
+def test_class_weighting_and_selection_metric_are_closed_sets():
+    with pytest.raises(
+        ConfigurationError, match="class_weighting 'sqrt' is not one of: none, balanced"
+    ):
+        TrainConfig(data="d", output_dir="o", class_weighting="sqrt")
+    with pytest.raises(ConfigurationError, match="selection_metric"):
+        TrainConfig(data="d", output_dir="o", selection_metric="loss")
+    cfg = parse_args(["--data", "d", "--output-dir", "o", "--class-weighting", "balanced",
+                      "--selection-metric", "macro_f1"])  # fmt: skip
+    assert cfg.class_weighting == "balanced" and cfg.selection_metric == "macro_f1"
+
+
+def test_learning_rate_search_picks_the_best_trial_with_safe_run_ids():
+    from components.common.errors import InvalidInput
+    from components.train.search import pick_best, trial_run_id
+
+    assert (
+        trial_run_id("rc-2026/for-loop-2-iteration-0", 3e-5)
+        == "rc-2026-for-loop-2-iteration-0-lr3e-05"
+    )
+    trials = [
+        {"learning_rate": 1e-5, "score": 0.61},
+        {"learning_rate": 1e-4, "score": 0.70},
+        {"learning_rate": 3e-5, "score": 0.70},
+        {"learning_rate": 3e-4, "score": float("nan")},
+    ]
+    assert pick_best(trials)["learning_rate"] == 3e-5  # a tie goes to the smaller rate
+    with pytest.raises(InvalidInput, match="no learning-rate trial produced a score"):
+        pick_best([{"learning_rate": 1e-4, "score": None}])
