@@ -21,7 +21,9 @@ def evaluate(
     mlflow_run_id: str,
     kfp_run_id: str,
     min_accuracy: float = 0.45,
+    gate_metric: str = "accuracy",
     min_gain_over_baseline: float = 0.0,
+    baseline_test: str = "superiority",
     max_regression: float = 0.01,
     register: bool = True,
 ) -> NamedTuple(
@@ -51,8 +53,10 @@ def evaluate(
         EvalConfig(
             model_dir=model.path, data=str(data), output_dir=str(out),
             model_uri=model.metadata.get("mlflow_model_uri") or "", mlflow_run_id=mlflow_run_id,
-            register=register, kfp_run_id=kfp_run_id,
-            gate=GateConfig(min_accuracy, min_gain_over_baseline, max_regression),
+            register=register, kfp_run_id=kfp_run_id, report=evaluation.uri,
+            gate=GateConfig(min_accuracy=min_accuracy, metric=gate_metric,
+                            min_gain_over_baseline=min_gain_over_baseline,
+                            baseline_test=baseline_test, max_regression=max_regression),
         )
     )  # fmt: skip
     shutil.copy(out / "evaluation.json", evaluation.path)
@@ -62,8 +66,14 @@ def evaluate(
     metrics.log_metric("macro_f1", ours["macro_f1"])
     metrics.log_metric("ece", ours["ece"])
     metrics.log_metric("baseline_accuracy", result["baseline"]["accuracy"])
+    metrics.log_metric("baseline_macro_f1", result["baseline"]["macro_f1"])
     if result["champion"]:
         metrics.log_metric("champion_accuracy", result["champion"]["metrics"]["accuracy"])
+        metrics.log_metric("champion_macro_f1", result["champion"]["metrics"]["macro_f1"])
+    for other, diff in result["comparisons"].items():
+        metrics.log_metric(f"{diff['metric']}_diff_vs_{other}", diff["difference"])
+        metrics.log_metric(f"{diff['metric']}_diff_vs_{other}_ci_low", diff["low"])
+        metrics.log_metric(f"{diff['metric']}_diff_vs_{other}_ci_high", diff["high"])
     metrics.log_metric("gate_passed", float(result["gate"]["passed"]))
     png = base64.b64encode((out / "confusion_matrix.png").read_bytes()).decode()
     rows = "".join(f"<li>{c['detail']}: {'pass' if c['passed'] else 'FAIL'}</li>"

@@ -19,11 +19,13 @@ import numpy as np
 import pandas as pd
 
 from components.common.cli import run_stage
+from components.common.errors import PlatformError
 from components.common.inference import Classifier
 from components.common.schema import LabelMap
 from components.common.settings import Settings
 from components.evaluate import baseline, behaviour, registry
-from components.evaluate.gate import GateConfig, decide
+from components.evaluate.gate import BASELINE_TESTS, GateConfig, decide
+from components.evaluate.paired import METRICS
 from components.evaluate.plots import plot_confusion
 from components.evaluate.scoring import score
 
@@ -45,6 +47,7 @@ class EvalConfig:
     kfp_run_id: str = "local"
     behaviour_rows: int = 200
     batch_size: int = 256
+    report: str = ""  # where evaluation.json is kept for the user (default: output_dir's)
 
 
 def predict_probs(classifier: Classifier, texts: list[str], batch_size: int) -> np.ndarray:
@@ -74,20 +77,29 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
 
     t = time.perf_counter()
     model = Classifier(cfg.model_dir)
-    ours = score(y, predict_probs(model, texts, cfg.batch_size), labels, slices)
+    probs = predict_probs(model, texts, cfg.batch_size)
+    ours = score(y, probs, labels, slices)
+    predictions = {"model": probs.argmax(axis=1)}
     timings["model"] = time.perf_counter() - t
 
     t = time.perf_counter()
     base_model = baseline.train_baseline(
         train_df["review_body"].tolist(), train_df["label"].to_numpy()
     )
-    base = score(y, baseline.baseline_probs(base_model, texts, len(labels)), labels, slices)
+    base_probs = baseline.baseline_probs(base_model, texts, len(labels))
+    base = score(y, base_probs, labels, slices)
+    predictions["baseline"] = base_probs.argmax(axis=1)
     timings["baseline"] = time.perf_counter() - t
 
     name = cfg.registered_model_name or settings.registered_model_name
     champion = _score_champion(name, texts, y, labels, slices, cfg, settings, timings)
-    decision = decide(ours["accuracy"], base["accuracy"],
-                      champion["metrics"]["accuracy"] if champion else None, cfg.gate)  # fmt: skip
+    if champion:
+        predictions["champion"] = np.asarray(champion.pop("predictions"))
+    decision = decide(
+        y, predictions, len(labels), cfg.gate,
+        champion_version=champion["version"] if champion else "",
+        report=cfg.report or str(out / "evaluation.json"),
+    )  # fmt: skip
     logger.info(decision.message())
 
     sample = texts[: cfg.behaviour_rows]
@@ -105,6 +117,7 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
         "baseline": {"name": baseline.NAME, **base},
         "champion": champion,
         "gate": {**decision.to_dict(), "config": asdict(cfg.gate), "message": decision.message()},
+        "comparisons": {k: v.to_dict() for k, v in decision.comparisons.items()},
         "behaviour": checks,
         "data_version": stats.get("data_version"),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -120,6 +133,7 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
             "code_version": os.environ.get("CODE_VERSION", settings.image_tag),
             "training_run_id": cfg.mlflow_run_id, "test_accuracy": f"{ours['accuracy']:.4f}",
             "baseline_accuracy": f"{base['accuracy']:.4f}", "label_mode": label_map.mode.value,
+            "test_macro_f1": f"{ours['macro_f1']:.4f}", "gate_metric": cfg.gate.metric,
         }  # fmt: skip
         result["registered_version"] = registry.register(cfg.model_uri, name, tags)
         result["model_storage_uri"] = registry.model_dir_uri(cfg.model_uri, settings)
@@ -135,11 +149,20 @@ def _score_champion(name, texts, y, labels, slices, cfg, settings, timings) -> d
         return None
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-        model_dir = registry.download_model_dir(version.source, Path(tmp), settings)
-        champ = Classifier(model_dir)
-        metrics = score(y, predict_probs(champ, texts, cfg.batch_size), labels, slices)
+        try:
+            model_dir = registry.download_model_dir(version.source, Path(tmp), settings)
+            champ = Classifier(model_dir)
+        except (PlatformError, OSError) as e:
+            # A registry that outlived its artifacts (a restarted local S3, a deleted bucket)
+            # must not block every later model: compare with what can be loaded.
+            logger.warning("champion %s v%s cannot be loaded (%s): no usable champion, the gate "
+                           "compares with the baseline only", name, version.version, e)  # fmt: skip
+            return None
+        probs = predict_probs(champ, texts, cfg.batch_size)
+        metrics = score(y, probs, labels, slices)
     timings["champion"] = time.perf_counter() - t
-    return {"version": str(version.version), "metrics": metrics}
+    return {"version": str(version.version), "metrics": metrics,
+            "predictions": probs.argmax(axis=1).tolist()}  # fmt: skip
 
 
 def _log_to_mlflow(cfg: EvalConfig, result: dict, out: Path) -> None:
@@ -156,9 +179,15 @@ def _log_to_mlflow(cfg: EvalConfig, result: dict, out: Path) -> None:
                "test_macro_f1": result["model"]["macro_f1"],
                "test_ece": result["model"]["ece"],
                "baseline_accuracy": result["baseline"]["accuracy"],
+               "baseline_macro_f1": result["baseline"]["macro_f1"],
                "gate_passed": float(result["gate"]["passed"])}  # fmt: skip
     if result["champion"]:
         figures["champion_accuracy"] = result["champion"]["metrics"]["accuracy"]
+        figures["champion_macro_f1"] = result["champion"]["metrics"]["macro_f1"]
+    for other, diff in result["comparisons"].items():
+        figures[f"diff_vs_{other}"] = diff["difference"]
+        figures[f"diff_vs_{other}_ci_low"] = diff["low"]
+        figures[f"diff_vs_{other}_ci_high"] = diff["high"]
     client = MlflowClient()
     for key, value in figures.items():
         client.log_metric(cfg.mlflow_run_id, key, value)
@@ -178,14 +207,26 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--registered-model-name", default="", help="registry name (default setting)")
     p.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
                    help="register the model version when the gate passes")  # fmt: skip
-    p.add_argument("--min-accuracy", type=float, default=0.45, help="absolute accuracy floor")
-    p.add_argument("--min-gain-over-baseline", type=float, default=0.0,
-                   help="required accuracy margin over the TF-IDF baseline")  # fmt: skip
-    p.add_argument("--max-regression", type=float, default=0.01,
-                   help="allowed accuracy drop versus the champion")  # fmt: skip
+    d = GateConfig()
+    p.add_argument("--min-accuracy", type=float, default=d.min_accuracy,
+                   help="absolute accuracy floor")  # fmt: skip
+    p.add_argument("--gate-metric", choices=METRICS, default=d.metric,
+                   help="metric compared with the baseline and the champion")  # fmt: skip
+    p.add_argument("--min-gain-over-baseline", type=float, default=d.min_gain_over_baseline,
+                   help="margin the baseline interval is compared with")  # fmt: skip
+    p.add_argument("--baseline-test", choices=BASELINE_TESTS, default=d.baseline_test,
+                   help="superiority: the interval must lie above the margin; non_inferiority: "
+                   "fail only when it lies below")  # fmt: skip
+    p.add_argument("--max-regression", type=float, default=d.max_regression,
+                   help="allowed drop versus the champion")  # fmt: skip
+    p.add_argument("--confidence", type=float, default=d.confidence,
+                   help="confidence level of the paired bootstrap intervals")  # fmt: skip
     p.add_argument("--kfp-run-id", default="local", help="pipeline run id for lineage tags")
     a = p.parse_args(argv)
-    gate = GateConfig(a.min_accuracy, a.min_gain_over_baseline, a.max_regression)
+    gate = GateConfig(min_accuracy=a.min_accuracy, metric=a.gate_metric,
+                      min_gain_over_baseline=a.min_gain_over_baseline,
+                      baseline_test=a.baseline_test, max_regression=a.max_regression,
+                      confidence=a.confidence)  # fmt: skip
     return EvalConfig(a.model_dir, a.data, a.output_dir, a.model_uri, a.mlflow_run_id,
                       a.registered_model_name, a.register, gate, a.kfp_run_id)  # fmt: skip
 

@@ -19,7 +19,7 @@ def _config(trained, out, **gate) -> EvalConfig:
         model_dir=str(trained["model_dir"]), data=str(trained["data"]), output_dir=str(out),
         model_uri=results["mlflow_model_uri"], mlflow_run_id=results["mlflow_run_id"],
         registered_model_name=NAME, kfp_run_id="kfp-run-1",
-        gate=GateConfig(**{"min_accuracy": 0.45, "min_gain_over_baseline": -0.1, **gate}),
+        gate=GateConfig(**{"min_accuracy": 0.45, "baseline_test": "non_inferiority", **gate}),
     )  # fmt: skip
 
 
@@ -63,3 +63,20 @@ def test_passing_run_registers_with_lineage_then_champion_is_compared(
     assert second["champion"]["metrics"]["accuracy"] == pytest.approx(first["model"]["accuracy"])
     names = [c["name"] for c in second["gate"]["checks"]]
     assert "no_regression_vs_champion" in names and second["gate"]["passed"]
+    assert second["comparisons"]["champion"]["rows"] == second["model"]["rows"]
+    assert second["comparisons"]["champion"]["difference"] == pytest.approx(0.0)
+
+
+def test_champion_whose_files_are_gone_is_no_usable_champion(
+    trained, tmp_path, stack, storage, caplog
+):
+    """A registry that outlived its artifact store (a restarted local S3) must not crash."""
+    first = run_evaluation(_config(trained, tmp_path / "a"))
+    promote(NAME, first["registered_version"])
+    assert storage.delete_prefix(first["model_storage_uri"] + "/") > 0
+    with caplog.at_level("WARNING"):
+        result = run_evaluation(_config(trained, tmp_path / "b"))
+    assert result["champion"] is None and result["gate"]["passed"]
+    assert "no_regression_vs_champion" not in [c["name"] for c in result["gate"]["checks"]]
+    warning = next(r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage())
+    assert f"{NAME} v{first['registered_version']}" in warning and "no usable champion" in warning

@@ -4,7 +4,6 @@ import pytest
 from components.common.settings import Settings
 from components.evaluate.baseline import baseline_probs, train_baseline
 from components.evaluate.behaviour import directional, invariance
-from components.evaluate.gate import GateConfig, decide
 from components.evaluate.registry import storage_uri
 from components.evaluate.scoring import expected_calibration_error, score
 
@@ -28,31 +27,6 @@ def test_score_against_hand_computed_values():
 def test_ece_is_zero_when_confidence_matches_accuracy():
     probs = np.array([[0.5, 0.5], [0.5, 0.5]])
     assert expected_calibration_error(probs, np.array([0, 1])) == pytest.approx(0.0)
-
-
-@pytest.mark.parametrize(
-    ("acc", "base", "champ", "failing"),
-    [
-        (0.40, 0.30, None, {"min_accuracy"}),
-        (0.60, 0.62, None, {"beats_baseline"}),
-        (0.60, 0.50, 0.65, {"no_regression_vs_champion"}),
-        (0.60, 0.50, 0.605, set()),  # within the 0.01 tolerance
-    ],
-)
-def test_each_gate_condition_fails_alone(acc, base, champ, failing):
-    decision = decide(acc, base, champ, GateConfig(min_accuracy=0.45, max_regression=0.01))
-    assert {c.name for c in decision.failed} == failing
-    assert decision.passed is (not failing)
-    for check in decision.failed:
-        assert check.detail in decision.message()
-    expected = 3 if champ is not None else 2
-    assert len(decision.checks) == expected
-
-
-def test_gate_message_names_the_failed_condition_and_figures():
-    message = decide(0.60, 0.62, None, GateConfig(min_gain_over_baseline=0.01)).message()
-    assert message.startswith("gate failed:")
-    assert "0.6000 < baseline 0.6200 + min_gain +0.0100" in message
 
 
 def test_baseline_is_trained_and_scores():
