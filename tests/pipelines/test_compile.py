@@ -28,7 +28,19 @@ def test_pipeline_shape():
     spec, platform = docs[0], docs[1]
     assert spec["pipelineInfo"]["name"] == "review-classifier"
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "validate", "train", "evaluate", "condition-1"} <= set(tasks)
+    assert {"ingest", "validate", "train", "evaluate", "condition-branches-1"} <= set(tasks)
+    # learning-rate search: If(lr_search) { ParallelFor(trials) ; pick } Else { fixed }, and the
+    # train task takes the OneOf of the two branches' rates
+    components = spec["components"]
+    search = components["comp-condition-3"]["dag"]["tasks"]
+    assert set(search) == {"for-loop-2", "pick-learning-rate"}
+    loop = components["comp-for-loop-2"]
+    assert loop["dag"]["tasks"]["lr-trial"]["componentRef"]["name"] == "comp-lr-trial"
+    assert search["for-loop-2"]["parameterIterator"]["items"]["inputParameter"].endswith(
+        "lr_candidates"
+    )
+    assert search["for-loop-2"]["iteratorPolicy"]["parallelismLimit"] == 1
+    assert "condition-branches-1" in tasks["train"]["dependentTasks"]
     assert tasks["ingest"]["cachingOptions"].get("enableCache") is True
     assert tasks["validate"]["cachingOptions"].get("enableCache") is True
     assert "validate" in tasks["train"]["dependentTasks"]
@@ -36,6 +48,10 @@ def test_pipeline_shape():
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["max_seq_length"]["defaultValue"] == 64
     assert params["learning_rate"]["defaultValue"] == 1e-5
+    assert params["lr_search"]["defaultValue"] is False
+    assert params["lr_candidates"]["defaultValue"] == [1e-5, 3e-5, 1e-4]
+    assert params["model_name_or_path"]["defaultValue"] == "bert-base-uncased"
+    assert params["baseline_test"]["defaultValue"] == "superiority"
     assert params["batch_size"]["defaultValue"] == 128
     assert params["train_fraction"]["defaultValue"] == 0.9
     executors = spec["deploymentSpec"]["executors"]

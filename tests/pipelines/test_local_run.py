@@ -79,6 +79,28 @@ def test_second_run_reuses_the_cached_ingest(first, state):
 
 def test_failing_gate_does_not_deploy_and_says_why(first, state):
     out = _run(state, "--param", "min_accuracy=0.99", "--param", "max_steps=10")
-    assert "gate failed" in out and "< min_accuracy 0.9900" in out
+    assert "Gate failed: min_accuracy: accuracy" in out and "< min_accuracy 0.9900" in out
+    assert re.search(r"report: \S+/evaluate/evaluation", out)
     assert "Not deployed" in out and "Inference URL" not in out
     assert not re.search(r"deploy\s+│", out)
+
+
+def test_learning_rate_search_trains_with_the_best_trial_rate(first, state):
+    out = _run(state, "--param", "lr_search=true", "--param", "lr_candidates=[1e-4, 3e-4]",
+               "--param", "lr_trial_steps=5", "--param", "max_steps=10",
+               "--param", "deploy_model=false", "--param", "min_accuracy=0")  # fmt: skip
+    for step in ("lr-trial", "pick-learning-rate", "train", "evaluate"):
+        assert re.search(rf"{step}\s+│\s+SUCCESS", out), step
+    settings = _client_env(state)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["pipeline-e2e"], output_format="list",
+                              order_by=["attributes.start_time DESC"], max_results=3)  # fmt: skip
+    train_run, *trials = runs
+    assert all("-lr" in t.data.tags["run_id"] for t in trials)
+    assert {t.data.params["learning_rate"] for t in trials} == {"0.0001", "0.0003"}
+    assert all(t.data.params["max_steps"] == "5" for t in trials)
+    best = max(trials, key=lambda t: (t.data.metrics["best_val_metric"],
+                                      -float(t.data.params["learning_rate"])))  # fmt: skip
+    assert "-lr" not in train_run.data.tags["run_id"]
+    assert train_run.data.params["learning_rate"] == best.data.params["learning_rate"]
+    assert train_run.data.params["max_steps"] == "10"
