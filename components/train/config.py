@@ -9,7 +9,7 @@ from components.common.errors import ConfigurationError
 from components.train.pretrained import DEFAULT_PACKAGED
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-CLASS_WEIGHTINGS = ("none", "balanced")
+CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
 SELECTION_METRICS = ("accuracy", "macro_f1")
 _CHOICES = {
     "precision": PRECISIONS,
@@ -107,7 +107,8 @@ _HELP = {
     "early_stopping_patience": "stop after N evaluations without a better selection metric "
     "(0: never)",
     "class_weighting": "none: plain cross-entropy; balanced: weight each class by "
-    "rows / (classes x class rows) so every row is kept and rare stars still count",
+    "rows / (classes x class rows) so every row is kept and rare stars still count; sqrt: "
+    "by 1 / sqrt(class rows), a milder middle way",
     "selection_metric": "validation metric that picks the best weights and drives early stopping",
     "group_by_length": "batch reviews of similar length together: fewer padded tokens (64 to 40 "
     "per sample on generated reviews, benchmarks/train.py); off: random batches",

@@ -97,12 +97,20 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def class_weights(labels: np.ndarray, num_labels: int) -> np.ndarray:
-    """``rows / (classes x class rows)`` per class (sklearn's "balanced"); 0 for absent ones."""
+def class_weights(labels: np.ndarray, num_labels: int, mode: str = "balanced") -> np.ndarray:
+    """Per-class loss weights whose row-weighted mean is 1; 0 for classes with no rows.
+
+    ``balanced``: ``rows / (classes x class rows)`` (sklearn's), every class weighs the same in
+    total. ``sqrt``: proportional to ``1 / sqrt(class rows)``, halfway (on a log scale) between
+    no weighting and ``balanced``: rare stars count more without giving up the common ones.
+    """
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_labels).astype(np.float64)
     present = counts > 0
     weights = np.zeros(num_labels)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
+    if mode == "sqrt":
+        weights[present] = counts.sum() / (np.sqrt(counts[present]) * np.sqrt(counts).sum())
+    else:
+        weights[present] = counts.sum() / (present.sum() * counts[present])
     return weights
 
 
@@ -275,9 +283,12 @@ class Trainer:
         val_df = read_split(data_dir, "validation", cfg.max_eval_rows)
         tokenizer, model = self._tokenizer_and_model(label_map, train_df["review_body"].tolist())
         self.collate = PadCollator(tokenizer.pad_token_id)
-        if cfg.class_weighting == "balanced":
-            weights = class_weights(train_df["label"].to_numpy(), self.num_labels)
-            logger.info("class weights (balanced): %s", [round(w, 3) for w in weights])
+        if cfg.class_weighting != "none":
+            weights = class_weights(
+                train_df["label"].to_numpy(), self.num_labels, cfg.class_weighting
+            )
+            logger.info("class weights (%s): %s", cfg.class_weighting,
+                        [round(w, 3) for w in weights])  # fmt: skip
             self.loss_fn = torch.nn.CrossEntropyLoss(
                 weight=torch.tensor(weights, dtype=torch.float32, device=ctx.device)
             )

@@ -119,6 +119,10 @@ def test_balanced_class_weights_and_weighted_loss():
     # rows / (present classes x class rows); an absent class gets 0
     assert weights.tolist() == pytest.approx([8 / 12, 8 / 3, 8 / 9, 0.0])
     assert (weights[:3] * np.array([4, 1, 3])).sum() == pytest.approx(8)  # total weight = rows
+    sqrt = class_weights(np.array([0, 0, 0, 0, 1, 2, 2, 2]), 4, "sqrt")
+    assert (sqrt[:3] * np.array([4, 1, 3])).sum() == pytest.approx(8) and sqrt[3] == 0
+    assert sqrt[1] / sqrt[0] == pytest.approx(2.0)  # sqrt(4 / 1): half the balanced ratio's log
+    assert weights[1] / weights[0] == pytest.approx(4.0)
     logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
     labels = torch.tensor([0, 1, 2])
     loss = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
@@ -129,9 +133,9 @@ def test_balanced_class_weights_and_weighted_loss():
 
 def test_class_weighting_and_selection_metric_are_closed_sets():
     with pytest.raises(
-        ConfigurationError, match="class_weighting 'sqrt' is not one of: none, balanced"
+        ConfigurationError, match="class_weighting 'log' is not one of: none, balanced, sqrt"
     ):
-        TrainConfig(data="d", output_dir="o", class_weighting="sqrt")
+        TrainConfig(data="d", output_dir="o", class_weighting="log")
     with pytest.raises(ConfigurationError, match="selection_metric"):
         TrainConfig(data="d", output_dir="o", selection_metric="loss")
     cfg = parse_args(["--data", "d", "--output-dir", "o", "--class-weighting", "balanced",
