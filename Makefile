@@ -27,7 +27,7 @@ K8S_STAMP := $(K8S_TOOLS_DIR)/.installed
 export LOCAL_STATE_DIR := $(STATE_DIR)
 export K8S_TOOLS_DIR
 
-.PHONY: help setup lock test test-unit lint fmt compile pipeline-run serve bench images push \
+.PHONY: help setup lock test test-unit lint fmt compile pipeline-run batch-score serve bench images push \
 	deploy k8s-tools crds stack-up stack-down stack-status generate clean
 
 help: ## List the targets
@@ -87,7 +87,10 @@ generate: stack-up ## Seed the local raw bucket with ROWS generated reviews
 pipeline-run: $(STAMP) ## Run the pipeline (embedded default, or KFP when KFP_HOST is set)
 	$(if $(KFP_HOST),IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG)) $(PY) -m pipelines.run --rows $(ROWS) $(RUN_ARGS)
 
-compile: $(STAMP) ## Compile the KFP pipeline to pipelines/review_classifier.yaml
+batch-score: $(STAMP) ## Score reviews with the champion: RUN_ARGS="--input s3://... [--output s3://...]"
+	$(if $(KFP_HOST),IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG)) $(PY) -m pipelines.run --pipeline batch-score $(RUN_ARGS)
+
+compile: $(STAMP) ## Compile the KFP pipelines to pipelines/review_classifier.yaml and batch_score.yaml
 	$(PY) -m pipelines.compile
 
 serve: $(STAMP) ## Serve a model directory locally: make serve MODEL_DIR=... [PORT=8080]
@@ -98,6 +101,7 @@ bench: $(STAMP) ## Run every benchmark in benchmarks/ (results in benchmarks/res
 	$(PY) -m benchmarks.ingest
 	$(PY) -m benchmarks.train
 	$(PY) -m benchmarks.serve
+	$(PY) -m benchmarks.quality
 
 bench-%: $(STAMP) ## Run one benchmark, e.g. make bench-serve
 	$(PY) -m benchmarks.$*

@@ -1,27 +1,43 @@
-"""Compile the pipeline to YAML: ``python -m pipelines.compile [--output PATH]``."""
+"""Compile the pipelines to YAML: ``python -m pipelines.compile [--output PATH]``.
+
+Both are checked in beside their code: ``review_classifier.yaml`` (training) and
+``batch_score.yaml`` (batch scoring).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from kfp import compiler
 
+from pipelines.batch_score import batch_score
 from pipelines.review_classifier import review_classifier
 
 DEFAULT_OUTPUT = Path(__file__).with_name("review_classifier.yaml")
+PIPELINES: dict[str, Any] = {"review-classifier": review_classifier, "batch-score": batch_score}
+OUTPUTS = {"review-classifier": DEFAULT_OUTPUT,
+           "batch-score": Path(__file__).with_name("batch_score.yaml")}  # fmt: skip
 
 
-def compile_pipeline(output: Path = DEFAULT_OUTPUT) -> Path:
-    compiler.Compiler().compile(review_classifier, str(output))
+def compile_pipeline(output: Path = DEFAULT_OUTPUT, name: str = "review-classifier") -> Path:
+    compiler.Compiler().compile(PIPELINES[name], str(output))
     return output
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.compile", description=__doc__)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="YAML file to write")
+    parser.add_argument("--pipeline", choices=[*PIPELINES, "all"], default="all",
+                        help="which pipeline to compile")  # fmt: skip
+    parser.add_argument("--output", type=Path, default=None,
+                        help="YAML to write (one pipeline; default: beside its code)")  # fmt: skip
     args = parser.parse_args(argv)
-    print(compile_pipeline(args.output))
+    names = list(PIPELINES) if args.pipeline == "all" else [args.pipeline]
+    if args.output and len(names) > 1:
+        names = ["review-classifier"]  # --output alone keeps its old meaning
+    for name in names:
+        print(compile_pipeline(args.output or OUTPUTS[name], name))
     return 0
 
 

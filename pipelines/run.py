@@ -103,9 +103,14 @@ class _StepWatcher:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipelines.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--pipeline", choices=("review-classifier", "batch-score"),
+                   default="review-classifier",
+                   help="training, or batch scoring of --input into --output")  # fmt: skip
     p.add_argument(
         "--input", default=None, help="raw data s3:// prefix (default: generate reviews)"
     )
+    p.add_argument("--output", default=None,
+                   help="batch-score: output (default s3://<bucket>/scored/<t>/)")  # fmt: skip
     p.add_argument("--rows", type=int, default=20_000, help="generated reviews (local runs)")
     p.add_argument("--seed", type=int, default=42, help="generator seed")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -123,11 +128,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
+def parse_params(pairs: list[str], pipeline: str = "review-classifier") -> dict[str, Any]:
     """``KEY=VALUE`` overrides typed like the pipeline's own parameters."""
-    from pipelines.review_classifier import review_classifier
+    from pipelines.compile import PIPELINES
 
-    inputs = review_classifier.component_spec.inputs or {}
+    inputs = PIPELINES[pipeline].component_spec.inputs or {}
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -331,29 +336,33 @@ def run_remote(args: argparse.Namespace, settings: Settings, client: Any = None)
     import kfp
 
     from pipelines.compile import compile_pipeline
-    from pipelines.review_classifier import PIPELINE_NAME
 
     client = client or kfp.Client(host=settings.kfp_host)
-    params = parse_params(args.param)
+    name = args.pipeline
+    params = parse_params(args.param, name)
     if args.input:
         params["input_uri"] = args.input
+    if name == "batch-score":
+        if not (args.input and args.output):
+            raise SystemExit("batch-score needs --input and --output (s3:// prefixes)")
+        params["output_uri"] = args.output
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "review_classifier.yaml")
-        pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+        package = compile_pipeline(Path(tmp) / f"{name}.yaml", name)
+        pipeline_id = client.get_pipeline_id(name)
         if pipeline_id is None:
-            pipeline = client.upload_pipeline(str(package), pipeline_name=PIPELINE_NAME)
+            pipeline = client.upload_pipeline(str(package), pipeline_name=name)
             pipeline_id = pipeline.pipeline_id
             version = client.list_pipeline_versions(pipeline_id).pipeline_versions[0]
         else:
             version = client.upload_pipeline_version(
-                str(package), pipeline_version_name=f"{PIPELINE_NAME}-{stamp}",
+                str(package), pipeline_version_name=f"{name}-{stamp}",
                 pipeline_id=pipeline_id,
             )  # fmt: skip
     experiment = client.create_experiment(args.experiment or settings.kfp_experiment)
     run = client.run_pipeline(
         experiment_id=experiment.experiment_id,
-        job_name=args.run_name or f"{PIPELINE_NAME}-{stamp}",
+        job_name=args.run_name or f"{name}-{stamp}",
         params=params, pipeline_id=pipeline_id, version_id=version.pipeline_version_id,
         service_account=args.service_account or None,
     )  # fmt: skip
@@ -373,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     if settings.kfp_host:
         return run_remote(args, settings)
+    if args.pipeline == "batch-score":
+        from pipelines.score_local import run_local_score
+
+        return run_local_score(args, settings)
     return run_local(args, settings)
 
 

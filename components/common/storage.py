@@ -231,6 +231,19 @@ class S3Storage:
             raise StorageError(f"cannot stat {uri}: {e}") from e
         return True
 
+    def copy(self, src_uri: str, dest_uri: str) -> None:
+        """Server-side copy of one object (multipart above the threshold)."""
+        src, dest = parse_s3_uri(src_uri), parse_s3_uri(dest_uri)
+        self._call(
+            "copy",
+            src_uri,
+            self.client.copy,
+            {"Bucket": src.bucket, "Key": src.key},
+            dest.bucket,
+            dest.key,
+            Config=self.transfer,
+        )
+
     def delete_prefix(self, uri: str) -> int:
         """Delete every object under a prefix; returns how many were deleted."""
         src = parse_s3_uri(uri)

@@ -125,7 +125,7 @@ def data_version(files: list[raw_inputs.InputFile]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_lines(spark: Any, paths: list[str]) -> Any:
+def read_lines(spark: Any, paths: list[str]) -> Any:
     from pyspark.sql import functions as F
 
     lines = spark.read.text(paths).select(
@@ -184,13 +184,13 @@ def run_ingest(
         # The JVM starts while the inputs are listed and, when local, checked (the checksums
         # read every byte): their timings overlap.
         with ThreadPoolExecutor(1, thread_name_prefix="spark-start") as pool:
-            starting = pool.submit(_start_spark, config, settings, stats, timer)
+            starting = pool.submit(start_spark, config, settings, stats, timer)
             with timer.stage("list and check inputs"):
                 files = raw_inputs.list_inputs(config.input, storage)
                 stats.inputs = [f.to_dict() for f in files]
                 stats.data_version = data_version(files)
                 if not is_s3_uri(config.input):
-                    paths = _prepare_inputs(files, ReadPath.LOCAL, storage, Path(tmp), stats)
+                    paths = prepare_inputs(files, ReadPath.LOCAL, storage, Path(tmp), stats)
             spark, clean = starting.result()
         read_path = choose_read_path(config.input, has_s3a(spark))
         stats.read_path = read_path.value
@@ -198,7 +198,7 @@ def run_ingest(
         logger.info("text cleaning: %s", stats.text_cleaner)
         if read_path is not ReadPath.LOCAL:
             with timer.stage(f"{'stage and ' if read_path is ReadPath.STAGED else ''}check inputs"):
-                paths = _prepare_inputs(files, read_path, storage, Path(tmp) / "raw", stats)
+                paths = prepare_inputs(files, read_path, storage, Path(tmp) / "raw", stats)
         local_out = config.output
         if is_s3_uri(config.output) and read_path is not ReadPath.S3A:
             local_out = local_copy or str(Path(tmp) / "out")
@@ -217,7 +217,7 @@ def run_ingest(
     return stats
 
 
-def _start_spark(
+def start_spark(
     config: IngestConfig, settings: Settings, stats: Stats, timer: StageTimer
 ) -> tuple[Any, Any]:
     """The Spark session, with the cleaning UDF when its jar could be had (else None)."""
@@ -255,7 +255,7 @@ _READ_PATH_NOTES = {
 }
 
 
-def _prepare_inputs(
+def prepare_inputs(
     files: list[raw_inputs.InputFile],
     read_path: ReadPath,
     storage: S3Storage | None,
@@ -299,7 +299,7 @@ def _transform_and_write(
 
     try:
         with timer.stage("read, parse and quarantine"):
-            lines = _read_lines(spark, list(paths))
+            lines = read_lines(spark, list(paths))
             body = lines.filter(F.col("value") != raw_inputs.HEADER)
             # One cached copy of the parsed rows, with only the columns later steps read;
             # duplicates (a broadcast join of the few repeated ids) and labels are cheap to

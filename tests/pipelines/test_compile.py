@@ -23,6 +23,25 @@ def test_checked_in_yaml_is_not_stale(tmp_path):
     assert _compile(tmp_path) == GOLDEN.read_text(), "run `make compile` and commit the YAML"
 
 
+def test_checked_in_batch_score_yaml_is_not_stale(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_")}
+    out = tmp_path / "batch.yaml"
+    subprocess.run([sys.executable, "-m", "pipelines.compile", "--pipeline", "batch-score",
+                    "--output", str(out)], check=True, env=env, cwd=ROOT)  # fmt: skip
+    golden = ROOT / "pipelines" / "batch_score.yaml"
+    assert out.read_text() == golden.read_text(), "run `make compile` and commit the YAML"
+    spec, platform = yaml.safe_load_all(golden.read_text())
+    assert spec["pipelineInfo"]["name"] == "batch-score"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-score"]
+    assert k8s["configMapAsEnv"][0]["configMapName"] == "review-classifier-env"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["model"]["defaultValue"] == "models:/review-classifier@champion"
+    assert params["model_version"]["defaultValue"] == ""
+    assert spec["deploymentSpec"]["executors"]["exec-score"]["container"]["image"] == (
+        "ghcr.io/review-classifier/spark:0.1.0"
+    )
+
+
 def test_pipeline_shape():
     docs = list(yaml.safe_load_all(GOLDEN.read_text()))
     spec, platform = docs[0], docs[1]

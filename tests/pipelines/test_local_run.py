@@ -104,3 +104,22 @@ def test_learning_rate_search_trains_with_the_best_trial_rate(first, state):
     assert "-lr" not in train_run.data.tags["run_id"]
     assert train_run.data.params["learning_rate"] == best.data.params["learning_rate"]
     assert train_run.data.params["max_steps"] == "10"
+
+
+def test_batch_score_pipeline_scores_with_the_champion_and_a_chosen_version(first, state, tmp_path):
+    from pipelines.generate import GeneratorConfig, generate
+
+    settings = _client_env(state)
+    generate(GeneratorConfig(rows=200, seed=9, malformed_per_kind=1), tmp_path)
+    raw = f"s3://{settings.data_bucket}/batch-input/"
+    S3Storage(settings).upload_dir(tmp_path, raw)
+    out = f"s3://{settings.data_bucket}/batch-output/"
+    text = _run(state, "--pipeline", "batch-score", "--input", raw, "--output", out)
+    assert re.search(r"Model review-classifier v\d+ \(files s3://", text)
+    assert re.search(r"Rows read 207, scored 200, quarantined 7 ", text)
+    assert f"Predictions: {out}predictions/" in text
+    summary = S3Storage(settings).get_json(out + "_SUCCESS")
+    assert summary["rows_scored"] == 200 and summary["model"]["version"]
+    again = _run(state, "--pipeline", "batch-score", "--input", raw, "--output", out,
+                 "--param", "model_version=1")  # fmt: skip
+    assert "Model review-classifier v1 " in again

@@ -149,3 +149,18 @@ def test_existing_pipeline_gets_a_new_version_and_wait_reports_failure(kfp_serve
 def test_unknown_parameter_is_refused_with_the_allowed_names(kfp_server):
     with pytest.raises(SystemExit, match="KEY one of"):
         _run(kfp_server, "--param", "epochz=3")
+
+
+def test_batch_score_is_compiled_uploaded_and_run_with_its_own_name(kfp_server, capsys):
+    code = _run(kfp_server, "--pipeline", "batch-score", "--input", "s3://my-data/new/",
+                "--output", "s3://my-data/scored/", "--param", "model_version=4")  # fmt: skip
+    assert code == 0
+    spec = next(yaml.safe_load_all(FakeKfp.state["uploaded"]))
+    assert spec["pipelineInfo"]["name"] == "batch-score"
+    run = FakeKfp.state["run"]
+    assert run["display_name"].startswith("batch-score-")
+    assert run["runtime_config"]["parameters"] == {
+        "model_version": "4", "input_uri": "s3://my-data/new/", "output_uri": "s3://my-data/scored/",
+    }  # fmt: skip
+    with pytest.raises(SystemExit, match="batch-score needs --input and --output"):
+        _run(kfp_server, "--pipeline", "batch-score", "--input", "s3://my-data/new/")

@@ -1,0 +1,74 @@
+"""Batch scoring's pure parts: model specs, length-sorted batches, the output frame, commit."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from components.common.errors import ConfigurationError
+from components.score.job import ScoreConfig, commit
+from components.score.model import parse_model_spec, resolve_model
+from components.score.predict import predict_frame, to_output
+
+
+class _LengthClassifier:
+    """Probabilities that encode each text's length, and a record of every batch it saw."""
+
+    labels = ["1", "2", "3", "4", "5"]
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def probabilities(self, texts: list[str]) -> torch.Tensor:
+        self.batches.append(texts)
+        out = torch.zeros((len(texts), 5))
+        for i, t in enumerate(texts):
+            out[i, len(t) % 5] = 1.0
+        return out
+
+
+def test_model_specs():
+    assert parse_model_spec("models:/rc@champion") == ("rc", "champion", "")
+    assert parse_model_spec("models:/rc/3") == ("rc", "", "3")
+    assert parse_model_spec("models:/rc@champion", "12") == ("rc", "", "12")
+    with pytest.raises(ConfigurationError, match="model_version 'x' is not a version number"):
+        parse_model_spec("models:/rc@champion", "x")
+    with pytest.raises(ConfigurationError, match="model_version needs a models:/ model"):
+        resolve_model("s3://bucket/model/", "3")
+    assert resolve_model("/some/dir").uri == "/some/dir"
+
+
+def test_batches_are_sorted_by_length_and_results_come_back_in_input_order():
+    texts = ["x" * n for n in (9, 1, 7, 3, 5, 2, 8)]
+    clf = _LengthClassifier()
+    probs, labels = predict_frame(clf, texts, batch_size=3)
+    assert [[len(t) for t in b] for b in clf.batches] == [[1, 2, 3], [5, 7, 8], [9]]
+    assert probs.argmax(axis=1).tolist() == [len(t) % 5 for t in texts]
+    frame = pd.DataFrame({"review_id": [f"r{i}" for i in range(7)], "product_category": "Books"})
+    out = to_output(frame, probs, labels, "rc", "4")
+    assert out["star_rating"].tolist() == [len(t) % 5 + 1 for t in texts]
+    assert out["probabilities"][0] == {"1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 1.0}
+    assert (out["model_version"] == "4").all() and np.allclose(out["score"], 1.0)
+
+
+def test_config_is_checked():
+    with pytest.raises(ConfigurationError, match="input_format 'csv' is not one of"):
+        ScoreConfig("in", "out", input_format="csv")
+    with pytest.raises(ConfigurationError, match="output must differ from input"):
+        ScoreConfig("s3://b/x/", "s3://b/x")
+
+
+def test_local_commit_replaces_the_old_output_whole(tmp_path: Path):
+    staged, final = tmp_path / "staged", tmp_path / "final"
+    (staged / "predictions").mkdir(parents=True)
+    (staged / "predictions" / "part-0.parquet").write_text("new")
+    (staged / "_SUCCESS").write_text("{}")
+    (final / "predictions").mkdir(parents=True)
+    (final / "predictions" / "part-9.parquet").write_text("old")
+    commit(staged, str(final), None)
+    assert sorted(p.name for p in (final / "predictions").iterdir()) == ["part-0.parquet"]
+    assert (final / "_SUCCESS").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "final", "staged",
+    ]  # fmt: skip
