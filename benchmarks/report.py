@@ -28,15 +28,21 @@ def section() -> str:
             "",
             f"Hardware: {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}.",
             "",
-            "| case | metric | ours | baseline | baseline value | ratio |",
-            "| --- | --- | --- | --- | --- | --- |",
         ]
+        # A paired difference (with its interval) where the benchmark records one.
+        paired = any("difference" in row for row in data["rows"])
+        header = ["case", "metric", "ours", "baseline", "baseline value", "ratio"]
+        header += ["difference (95% CI)"] if paired else []
+        lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for row in data["rows"]:
             metric = row.get("metric", data["unit"])
             unit = row.get("unit", data["unit"])
             cells = [row["case"], f"{metric} ({unit})", row["ours"], row["baseline"]]
             cells += [row["baseline_value"], row["ratio"]]
+            cells += [row.get("difference", "")] if paired else []
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        if data.get("notes"):
+            lines += ["", data["notes"][0].upper() + data["notes"][1:] + "."]
         png = path.with_suffix(".png")
         if png.exists():
             lines += ["", f"![{data['benchmark']}](benchmarks/results/{png.name})"]

