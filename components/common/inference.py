@@ -34,8 +34,19 @@ class Prediction:
         }
 
 
-def pick_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU; or as asked.
+
+    bf16 on a CPU is opt-in: fast where the CPU has AMX or AVX512-BF16 units, slow elsewhere,
+    and its predictions can differ from the fp32 ones the gate approved (measure agreement).
+    """
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -44,12 +55,13 @@ def pick_dtype(device: torch.device) -> torch.dtype:
 class Classifier:
     """A tokenizer and a sequence classifier on one device, in eval mode."""
 
-    def __init__(self, model_dir: str | Path, device: str | None = None, max_length: int = 64):
+    def __init__(self, model_dir: str | Path, device: str | None = None, max_length: int = 64,
+                 precision: str = "auto") -> None:  # fmt: skip
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         model_dir = Path(model_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = pick_dtype(self.device)
+        self.dtype = pick_dtype(self.device, precision)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
             self.model = AutoModelForSequenceClassification.from_pretrained(

@@ -34,6 +34,7 @@ from components.common.errors import (
     ModelLoadError,
     StorageError,
 )
+from components.common.inference import PRECISIONS
 from components.common.settings import Settings
 from components.common.storage import S3Storage, is_s3_uri, parse_s3_uri
 from components.score.model import ResolvedModel, resolve_model
@@ -57,12 +58,17 @@ class ScoreConfig:
     spark_master: str = "local[*]"
     driver_memory: str = "2g"
     batch_size: int = 64
+    precision: str = "auto"
     text_fields: tuple[str, ...] = field(default=("review_body",))
 
     def __post_init__(self) -> None:
         if self.input_format not in FORMATS:
             raise ConfigurationError(
                 f"input_format {self.input_format!r} is not one of: {', '.join(FORMATS)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigurationError(
+                f"precision {self.precision!r} is not one of: {', '.join(PRECISIONS)}"
             )
         if self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -209,7 +215,7 @@ def _score_and_write(spark: Any, classified: Any, counts: dict, cfg: ScoreConfig
         "review_id", "product_category", "review_body"
     )
     fn = partial(score_batches, uri=uri, name=model.name, version=model.version,
-                 batch_size=cfg.batch_size,
+                 batch_size=cfg.batch_size, precision=cfg.precision,
                  threads=_torch_threads(cfg.spark_master, parallelism))  # fmt: skip
     scored = (valid.repartition(parallelism).mapInPandas(fn, OUTPUT_SCHEMA)
               .withColumn("scored_at", F.current_timestamp()))  # fmt: skip
@@ -274,9 +280,12 @@ def parse_args(argv: list[str] | None) -> ScoreConfig:
     p.add_argument("--spark-master", default=d.spark_master, help="local[*], local[N] or k8s://")
     p.add_argument("--driver-memory", default=d.driver_memory, help="Spark driver heap")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="reviews per forward pass")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="auto: fp32 on CPU, bf16/fp16 on GPUs; bf16 on a CPU is opt-in (fast "
+                   "with AMX/AVX512-BF16; predictions can differ from fp32)")  # fmt: skip
     a = p.parse_args(argv)
     return ScoreConfig(a.input, a.output, a.model, a.model_version, a.input_format,
-                       a.spark_master, a.driver_memory, a.batch_size)  # fmt: skip
+                       a.spark_master, a.driver_memory, a.batch_size, a.precision)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

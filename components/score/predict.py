@@ -19,12 +19,12 @@ OUTPUT_SCHEMA = (
     "review_id string, product_category string, star_rating int, label string, score float, "
     "probabilities map<string,float>, model_name string, model_version string"
 )
-_MODELS: dict[str, Any] = {}
+_MODELS: dict[tuple[str, str], Any] = {}
 
 
-def load_classifier(uri: str, threads: int = 0) -> Any:
+def load_classifier(uri: str, threads: int = 0, precision: str = "auto") -> Any:
     """A Classifier for ``uri`` (local directory or s3:// prefix), once per process."""
-    if uri not in _MODELS:
+    if (uri, precision) not in _MODELS:
         import torch
 
         from components.common.inference import Classifier
@@ -36,8 +36,8 @@ def load_classifier(uri: str, threads: int = 0) -> Any:
         local = uri
         if is_s3_uri(uri):  # an executor on another node fetches its own copy
             local = str(fetch_dir(uri, Path(tempfile.mkdtemp(prefix="score-model-"))))
-        _MODELS[uri] = Classifier(local)
-    return _MODELS[uri]
+        _MODELS[(uri, precision)] = Classifier(local, precision=precision)
+    return _MODELS[(uri, precision)]
 
 
 def predict_frame(classifier: Any, texts: list[str], batch_size: int) -> tuple[np.ndarray, list]:
@@ -68,9 +68,10 @@ def to_output(frame: pd.DataFrame, probs: np.ndarray, labels: list[str], name: s
 
 
 def score_batches(batches: Iterator[pd.DataFrame], uri: str, name: str, version: str,
-                  batch_size: int, threads: int) -> Iterator[pd.DataFrame]:  # fmt: skip
+                  batch_size: int, threads: int,
+                  precision: str = "auto") -> Iterator[pd.DataFrame]:  # fmt: skip
     """The ``mapInPandas`` function: one output frame per Arrow batch."""
-    classifier = load_classifier(uri, threads)
+    classifier = load_classifier(uri, threads, precision)
     for frame in batches:
         if frame.empty:
             continue

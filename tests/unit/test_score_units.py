@@ -72,3 +72,15 @@ def test_local_commit_replaces_the_old_output_whole(tmp_path: Path):
     assert (final / "_SUCCESS").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
         "final", "staged",
     ]  # fmt: skip
+
+
+def test_precision_is_fp32_on_cpu_unless_bf16_is_asked_for():
+    from components.common.inference import pick_dtype
+
+    cpu = torch.device("cpu")
+    assert pick_dtype(cpu) == torch.float32 and pick_dtype(cpu, "fp32") == torch.float32
+    assert pick_dtype(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(
+        ConfigurationError, match="precision 'int4' is not one of: auto, fp32, bf16"
+    ):
+        ScoreConfig("in", "out", precision="int4")
