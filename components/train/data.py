@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from components.common.errors import InvalidInput
+from components.common.errors import InvalidInput, StorageError
 from components.common.storage import S3Storage, is_s3_uri
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ def fetch_dir(uri: str, local: Path) -> Path:
         return Path(uri)
     marker = local / ".complete"
     if not marker.exists():
-        S3Storage().download_prefix(uri, local)
+        if not S3Storage().download_prefix(uri, local):
+            raise StorageError(f"{uri} holds no objects")
         marker.touch()
     return local
 

@@ -71,12 +71,19 @@ def test_champion_whose_files_are_gone_is_no_usable_champion(
     trained, tmp_path, stack, storage, caplog
 ):
     """A registry that outlived its artifact store (a restarted local S3) must not crash."""
-    first = run_evaluation(_config(trained, tmp_path / "a"))
-    promote(NAME, first["registered_version"])
-    assert storage.delete_prefix(first["model_storage_uri"] + "/") > 0
+    from components.evaluate.registry import model_dir_uri, register
+    from components.train.mlflow_model import log_model
+
+    # A copy of its own: the trained model's files are shared with other tests' versions.
+    mlflow.set_experiment("eval-tests-gone")
+    with mlflow.start_run():
+        copy = log_model(trained["model_dir"]).model_uri
+    version = register(copy, NAME, {"purpose": "files deleted below"})
+    promote(NAME, version)
+    assert storage.delete_prefix(model_dir_uri(copy) + "/") > 0
     with caplog.at_level("WARNING"):
         result = run_evaluation(_config(trained, tmp_path / "b"))
     assert result["champion"] is None and result["gate"]["passed"]
     assert "no_regression_vs_champion" not in [c["name"] for c in result["gate"]["checks"]]
     warning = next(r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage())
-    assert f"{NAME} v{first['registered_version']}" in warning and "no usable champion" in warning
+    assert f"{NAME} v{version}" in warning and "no usable champion" in warning
