@@ -165,10 +165,10 @@ def run_scoring(cfg: ScoreConfig, settings: Settings | None = None) -> dict:
         spark, classified, paths = read_reviews(cfg, summary.input_format, inputs, storage,
                                                 work, settings)  # fmt: skip
         try:
-            counts = _count(classified, summary)
+            _count(classified, summary)
             if not summary.rows_read:
                 raise InvalidInput(f"no review rows under {cfg.input}")
-            _score_and_write(spark, classified, counts, cfg, model, uri, staged)
+            _score_and_write(spark, classified, cfg, model, uri, staged)
         except (Py4JJavaError, PySparkException) as e:
             raise read_failure(e, paths) from e
         finally:
@@ -183,7 +183,7 @@ def run_scoring(cfg: ScoreConfig, settings: Settings | None = None) -> dict:
     return asdict(summary)
 
 
-def _count(classified: Any, summary: Summary) -> dict[str | None, int]:
+def _count(classified: Any, summary: Summary) -> None:
     from components.ingest import transforms as tr
 
     counts = {row["reason"]: row["count"]
@@ -193,7 +193,6 @@ def _count(classified: Any, summary: Summary) -> dict[str | None, int]:
     summary.rows_scored = counts.get(None, 0)
     summary.rejected = {reason: counts.get(reason, 0) for reason in tr.REJECT_REASONS}
     summary.rows_rejected = sum(summary.rejected.values())
-    return counts
 
 
 def _torch_threads(master: str, parallelism: int) -> int:
@@ -203,7 +202,7 @@ def _torch_threads(master: str, parallelism: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, parallelism))
 
 
-def _score_and_write(spark: Any, classified: Any, counts: dict, cfg: ScoreConfig,
+def _score_and_write(spark: Any, classified: Any, cfg: ScoreConfig,
                      model: ResolvedModel, uri: str, out: Path) -> None:  # fmt: skip
     from pyspark.sql import functions as F
 
