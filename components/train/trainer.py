@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from components.common.inference import LABEL_MAP_FILE
 from components.common.metrics import metrics_from_confusion
 from components.common.schema import LabelMap, label_map_for
+from components.common.storage import S3Storage, is_s3_uri
 from components.train import distributed as du
 from components.train.checkpoint import CheckpointStore
 from components.train.config import TrainConfig
@@ -134,6 +135,7 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.ctx.device)
         self.state = TrainState()
         self.loss_fn: torch.nn.Module | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None  # on rank 0
 
     # ---- set-up -------------------------------------------------------------------------
     def _tokenizer_and_model(self, label_map: LabelMap, train_texts: list[str]) -> tuple:
@@ -163,10 +165,13 @@ class Trainer:
             dataset.lengths, self.ctx.rank, self.ctx.world_size, self.cfg.seed, micro_batch,
             self.cfg.group_by_length,
         )  # fmt: skip
+        # A generator of its own: without one, every iter() over the loader draws its worker
+        # seed from the global RNG, and a run resumed mid-epoch would draw once more than an
+        # uninterrupted one, shifting every dropout mask after it (exact resume would break).
         loader = DataLoader(
             dataset, batch_size=micro_batch, sampler=sampler, drop_last=True,
             collate_fn=self.collate, num_workers=self.cfg.num_workers,
-            pin_memory=self.ctx.device.type == "cuda",
+            pin_memory=self.ctx.device.type == "cuda", generator=_loader_generator(self.cfg.seed),
         )  # fmt: skip
         return loader, sampler
 
@@ -195,7 +200,8 @@ class Trainer:
         """Loss, accuracy and macro-F1 on ``dataset``, reduced over every rank."""
         model.eval()
         shard = Subset(dataset, eval_shard(len(dataset), self.ctx.rank, self.ctx.world_size))
-        loader = DataLoader(shard, batch_size=batch, collate_fn=self.collate)
+        loader = DataLoader(shard, batch_size=batch, collate_fn=self.collate,
+                            generator=_loader_generator(self.cfg.seed))  # fmt: skip
         n = self.num_labels
         cm = torch.zeros((n, n), dtype=torch.float64)
         loss_sum = torch.zeros(1, dtype=torch.float64)
@@ -234,6 +240,11 @@ class Trainer:
                 "scaler": scaler.state_dict() if scaler else None,
                 "rng": rng,
                 "train_state": asdict(self.state),
+                # Early stopping's best weights: a resumed run must save the same final model.
+                # None when they are the current weights (no second copy of the model).
+                "best_weights": None
+                if self.state.best_step == self.state.step
+                else self.best_weights,
                 "config": asdict(self.cfg),
                 "world_size": self.ctx.world_size,
             }
@@ -251,6 +262,11 @@ class Trainer:
         if scaler and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         self.state = TrainState(**state["train_state"])
+        if self.ctx.is_main and self.state.best_step >= 0:
+            best = state.get("best_weights")
+            self.best_weights = best if best is not None else {
+                k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()
+            }  # fmt: skip
         if state.get("world_size") == self.ctx.world_size:
             _set_rng_state(state["rng"][self.ctx.rank])
         logger.info("resumed from checkpoint step %d (epoch %d)", step, self.state.epoch)
@@ -513,10 +529,16 @@ class Trainer:
         return bool(patience and st.evals_without_improvement >= patience)
 
     def _save_final(self, model, tokenizer, label_map: LabelMap, results: dict, mlflow) -> None:
-        out = Path(self.cfg.output_dir)
+        """The final model and results.json in ``output_dir``, a directory or an s3:// prefix.
+
+        On S3 (the pods of a multi-node job share no disk) the model is written here first,
+        then uploaded with results.json last: its presence means the rest is complete.
+        """
+        remote = is_s3_uri(self.cfg.output_dir)
+        out = self.work / "output" if remote else Path(self.cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         final = _unwrap(model)
-        best = getattr(self, "best_weights", None)
+        best = self.best_weights
         if best is not None:
             final.load_state_dict(best)  # early stopping keeps the best evaluation's weights
         final.save_pretrained(out)
@@ -535,6 +557,17 @@ class Trainer:
             mlflow.log_dict(results, "results.json")
             mlflow.end_run()
         (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        if remote:
+            storage, prefix = S3Storage(), self.cfg.output_dir.rstrip("/")
+            for path in sorted(p for p in out.rglob("*") if p.is_file()):
+                if path.name != "results.json":
+                    storage.upload_file(path, f"{prefix}/{path.relative_to(out).as_posix()}")
+            storage.upload_file(out / "results.json", f"{prefix}/results.json")
+            logger.info("final model and results.json uploaded to %s", prefix)
+
+
+def _loader_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

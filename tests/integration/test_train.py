@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
+import torch
 
 from components.common.inference import Classifier
 from components.common.schema import label_map_for
@@ -85,6 +86,12 @@ def test_one_and_two_processes_agree_within_two_points(data, two_process_run, tm
     assert abs(one - two) <= 0.02, (one, two)
 
 
+def _weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
 def _kill_rank_1_after_first_checkpoint(proc: subprocess.Popen, storage, prefix: str) -> dict:
     seen: dict = {}
     deadline = time.monotonic() + 300
@@ -110,7 +117,7 @@ def test_sigkill_a_worker_and_resume_from_the_s3_checkpoint(
     splits, _ = data
     ckpt = f"s3://{settings.data_bucket}/tests/checkpoints"
     args = ["--data", str(splits), "--output-dir", str(tmp_path / "model"), "--run-id", "killme",
-            "--checkpoint-uri", ckpt, "--max-steps", "60", "--checkpoint-every", "20",
+            "--checkpoint-uri", ckpt, "--max-steps", "60", "--checkpoint-every", "20", "--eval-every", "20",
             "--experiment", "train-tests", *FAST]  # fmt: skip
     # A rerun of the same command resumes (in a pod: the component's retry, or a new launch);
     # torchrun's in-place restart is not used here: gloo re-connection after a SIGKILL can
@@ -120,10 +127,28 @@ def test_sigkill_a_worker_and_resume_from_the_s3_checkpoint(
     assert seen, "the first checkpoint never appeared"
     assert proc.wait(timeout=300) != 0, "killing a worker must fail the first attempt"
     assert not (tmp_path / "model" / "results.json").exists()
+    # A checkpoint half written when the kill came (its state, no COMPLETE marker) is ignored.
+    storage.put_bytes(ckpt + "/killme/step-00000050/state.pt", b"half a checkpoint")
     _finish(_train(2, args, tmp_path))
     results = _results(tmp_path / "model")
     assert results["steps"] == 60
     assert results["resumed_from_step"] in (20, 40), results
+    # Exact resume: the same final weights and metrics as an uninterrupted run with the seed.
+    ref = tmp_path / "reference"
+    ref_args = ["--data", str(splits), "--output-dir", str(ref / "model"), "--run-id", "nokill",
+                "--checkpoint-uri", str(ref / "ckpt"), "--max-steps", "60",
+                "--checkpoint-every", "20", "--eval-every", "20", "--no-mlflow", *FAST]  # fmt: skip
+    ref.mkdir()
+    _finish(_train(2, ref_args, ref))
+    expected = _results(ref / "model")
+    assert [h["val_loss"] for h in results["history"]] == pytest.approx(
+        [h["val_loss"] for h in expected["history"]], rel=1e-5
+    )
+    assert results["final"]["val_accuracy"] == expected["final"]["val_accuracy"]
+    resumed, uninterrupted = _weights(tmp_path / "model"), _weights(ref / "model")
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.allclose(resumed[name], tensor, atol=1e-5), name
     assert results["steps_this_attempt"] == 60 - results["resumed_from_step"]
     history = mlflow.MlflowClient(stack.mlflow_uri).get_metric_history(
         results["mlflow_run_id"], "train_loss"
