@@ -52,7 +52,7 @@ $(K8S_STAMP): tools/k8s/install.sh
 	PYTHON=$(PYTHON) bash tools/k8s/install.sh
 	@touch $@
 
-k8s-tools: $(K8S_STAMP) ## Install helm, kubectl, etcd, kube-apiserver, checkov for tests/k8s (once)
+k8s-tools: $(K8S_STAMP) ## Install helm, kubectl, etcd, kube-apiserver, checkov, bwrap for tests/k8s (once)
 
 test: $(STAMP) $(K8S_STAMP) ## Run the whole test suite (unit, integration, pipelines, k8s)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -120,7 +120,7 @@ deploy: ## Install on the current kube context: OVERLAY=eks|local, then the MLfl
 	OVERLAY=$(OVERLAY) NAMESPACE=$(NAMESPACE) IMAGE_REGISTRY=$(IMAGE_REGISTRY) \
 	  IMAGE_TAG=$(IMAGE_TAG) MLFLOW_VALUES=$(MLFLOW_VALUES) bash tools/k8s/deploy.sh
 
-crds: ## Download the pinned upstream CRDs (KServe, Training Operator) into build/crds
+crds: ## Download the pinned upstream CRDs (KServe, Training Operator v1, Trainer v2) into build/crds
 	bash tools/k8s/fetch-crds.sh build/crds
 
 clean: ## Stop the local stack and remove .local, caches and build outputs

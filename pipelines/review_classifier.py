@@ -7,6 +7,7 @@ and on Kubeflow Pipelines on EKS, where the ``kfp.kubernetes`` settings below ta
 
 from kfp import dsl, kubernetes
 
+from components.common.settings import PLATFORM_CONFIG_MAP, PLATFORM_ENV_KEYS
 from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.ingest.component import ingest
@@ -14,11 +15,9 @@ from components.train.component import fixed_learning_rate, lr_trial, pick_learn
 from components.validate.component import validate
 
 PIPELINE_NAME = "review-classifier"
-CONFIG_MAP = "review-classifier-env"
 # Platform endpoints come from a ConfigMap on the cluster (kustomize writes it) and from the
 # runner's environment locally; they are never pipeline parameters, and nothing is a secret.
-CONFIG_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT", "REGISTERED_MODEL_NAME",
-               "MLFLOW_ARTIFACT_BUCKET", "AWS_REGION", "S3_ENDPOINT_URL")  # fmt: skip
+CONFIG_MAP, CONFIG_KEYS = PLATFORM_CONFIG_MAP, PLATFORM_ENV_KEYS
 
 
 def _platform_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -83,6 +82,8 @@ def review_classifier(
     service_name: str = "review-classifier",
     canary_percent: int = 10,
     serving_gpus: int = 1,
+    train_launcher: str = "trainjob",
+    train_job_policy: str = "delete-on-success",
     train_image: str = "",
 ) -> str:
     ingest_task = ingest(
@@ -135,10 +136,13 @@ def review_classifier(
     train_task = train(
         **data_inputs, **model_inputs, learning_rate=dsl.OneOf(picked.output, fixed.output),
         epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every,
-        num_nodes=num_nodes, image=train_image,
+        num_nodes=num_nodes, launcher=train_launcher, job_policy=train_job_policy,
+        train_image=train_image,
     )  # fmt: skip
     train_task.after(validate_task)  # a failed validation gate stops the run here
-    train_task.set_retry(num_retries=2, backoff_duration="30s")  # retries resume from S3
+    # A retry finds its own job (same run id): follows a running one, recreates a failed one;
+    # either way the pods resume from the run's last S3 checkpoint (checkpoint_every steps).
+    train_task.set_retry(num_retries=2, backoff_duration="30s")
     train_task.set_display_name("train (torchrun, DDP)").set_caching_options(False)
     _train_resources(train_task, gpus_per_node)
 

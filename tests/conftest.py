@@ -27,12 +27,22 @@ def bert_vocab_dir() -> Path:
     return path
 
 
+# Upstream CRDs kept in the repository (Kubeflow Trainer v2; see tests/crds/SOURCE.md).
+VENDORED_CRDS = ROOT / "tests" / "crds"
+
+
 @pytest.fixture(scope="session")
-def crds_dir() -> Path:
+def crds_dir(tmp_path_factory) -> Path:
+    """The upstream CRDs: KServe and PyTorchJob from CRDS_DIR (``make crds``), Trainer v2's."""
+    import shutil
+
     path = Path(os.environ.get("CRDS_DIR", ROOT.parent / "shared" / "crds"))
     if not path.is_dir():
         pytest.skip(f"upstream CRDs not found at {path} (set CRDS_DIR or run `make crds`)")
-    return path
+    merged = tmp_path_factory.mktemp("crds")
+    for crd in [*path.glob("*.yaml"), *VENDORED_CRDS.glob("*.yaml")]:
+        shutil.copy(crd, merged / crd.name)
+    return merged
 
 
 def crd_schema(crds_dir: Path, filename: str, version: str) -> dict:

@@ -52,8 +52,24 @@ ENV_VARS: dict[str, tuple[str, str | None, str]] = {
     ),
     "IMAGE_TAG": ("image_tag", "0.1.0", "tag of the images (default: the project version)"),
     "KSERVE_NAMESPACE": ("kserve_namespace", "review-classifier", "namespace of the service"),
+    "TRAINING_NAMESPACE": (
+        "training_namespace",
+        "review-classifier",
+        "namespace of multi-node training jobs (TrainJob or PyTorchJob)",
+    ),
     "LOCAL_STATE_DIR": ("local_state_dir", ".local", "state of the embedded local stack"),
 }
+
+
+# The ConfigMap that carries the settings every pod of the platform reads, and the keys it may
+# hold: the pipeline's steps get them through kfp.kubernetes; the pods of a multi-node training
+# job, in the training namespace, from its copy there (a pod reads only ConfigMaps of its own
+# namespace). Nothing here is a secret.
+PLATFORM_CONFIG_MAP = "review-classifier-env"
+TRAINING_CONFIG_MAP = "review-classifier-training-env"
+PLATFORM_ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT", "REGISTERED_MODEL_NAME",
+                     "MLFLOW_ARTIFACT_BUCKET", "AWS_REGION", "S3_ENDPOINT_URL", "DATA_BUCKET",
+                     "IMAGE_REGISTRY", "IMAGE_TAG")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,7 @@ class Settings:
     image_registry: str = "ghcr.io/review-classifier"
     image_tag: str = "0.1.0"
     kserve_namespace: str = "review-classifier"
+    training_namespace: str = "review-classifier"
     local_state_dir: str = ".local"
 
     def __post_init__(self) -> None:

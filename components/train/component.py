@@ -1,4 +1,4 @@
-"""KFP interface of the train stage: torchrun in this pod, or a PyTorchJob across nodes.
+"""KFP interface of the train stage: torchrun in this pod, or a TrainJob (PyTorchJob) across nodes.
 
 Also the learning-rate search's trial and pick steps (``components.train.search``).
 """
@@ -35,25 +35,32 @@ def train(
     gpus_per_node: int = 0,
     num_nodes: int = 1,
     cpu_processes: int = 2,
-    image: str = "",
+    launcher: str = "trainjob",
+    job_policy: str = "delete-on-success",
+    train_image: str = "",
 ) -> NamedTuple("Outputs", [("mlflow_run_id", str), ("val_accuracy", float)]):
-    """Fine-tune BERT on the ingest splits; the output Model is a save_pretrained directory."""
+    """Fine-tune BERT on the ingest splits; the output Model is a save_pretrained directory.
+
+    ``num_nodes > 1`` runs a Kubeflow Trainer TrainJob (``launcher=pytorchjob``: a Training
+    Operator v1 PyTorchJob) of ``train_image`` (default: IMAGE_REGISTRY/train:IMAGE_TAG);
+    ``job_policy`` is delete-on-success, keep or delete.
+    """
     from collections import namedtuple
 
     from components.common.logs import configure_logging
-    from components.train.step import launch, read_results, stage_inputs, trainer_args
+    from components.train.step import run_train
 
     configure_logging()
-    data = stage_inputs(train_data.path, validation_data.path, ingest_stats.path)
-    args = trainer_args(
-        data, model.path, run_id=run_id, checkpoint_uri=checkpoint_uri,
-        model_name_or_path=model_name_or_path, max_seq_length=max_seq_length,
-        learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, max_steps=max_steps,
-        checkpoint_every=checkpoint_every, num_layers=num_layers, hidden_size=hidden_size,
-        num_heads=num_heads, class_weighting=class_weighting, selection_metric=selection_metric,
+    results = run_train(
+        train_data.path, validation_data.path, ingest_stats.path, model.path, run_id=run_id,
+        checkpoint_uri=checkpoint_uri, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+        cpu_processes=cpu_processes, image=train_image, launcher=launcher,
+        job_policy=job_policy, model_name_or_path=model_name_or_path,
+        max_seq_length=max_seq_length, learning_rate=learning_rate, batch_size=batch_size,
+        epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every,
+        num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
+        class_weighting=class_weighting, selection_metric=selection_metric,
     )  # fmt: skip
-    launch(args, run_id, num_nodes, gpus_per_node, cpu_processes, image)
-    results = read_results(model.path)
     final = results["final"]
     for key in ("val_accuracy", "val_macro_f1", "val_loss"):
         metrics.log_metric(key, final[key])

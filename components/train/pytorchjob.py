@@ -1,60 +1,27 @@
-"""Multi-node training as a Kubeflow Training Operator PyTorchJob: render, submit, watch.
+"""Legacy multi-node launcher: a Kubeflow Training Operator v1 ``PyTorchJob`` (``kubeflow.org/v1``).
 
-The component renders the job from ``pytorchjob_template.yaml``, creates it with the
-kubernetes client, follows its conditions to Succeeded or Failed, streams the master's log,
-and fails with the job's own reason.
+For clusters still on the Training Operator (release-1.9); Kubeflow Trainer v2's TrainJob
+(``components/train/trainjob.py``) is the default. Facts this follows, from kubeflow/trainer
+v1.9.4 (``pkg/controller.v1/pytorch/``, ``pkg/apis/kubeflow.org/v1/common_types.go``): pods
+``<name>-master-0`` and ``<name>-worker-<i>`` labelled ``training.kubeflow.org/job-name`` and
+``training.kubeflow.org/replica-type``, container ``pytorch``, conditions ``Created``,
+``Running``, ``Restarting``, ``Succeeded``, ``Failed``.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-import time
-from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any
 
-import yaml
+from components.train.cluster import TORCHRUN, ClusterSpec, condition_text, load_template
 
-from components.common.errors import PlatformError
-
-logger = logging.getLogger(__name__)
-
-GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
+GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
+CONTAINER = "pytorch"
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    """What varies between PyTorchJobs of this project."""
-
-    name: str
-    image: str
-    train_args: list[str]
-    namespace: str = "review-classifier"
-    num_nodes: int = 2
-    gpus_per_node: int = 1
-    cpu: str = "8"
-    memory: str = "64Gi"
-    service_account: str = "review-classifier-training"
-    node_selector: dict[str, str] = field(
-        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
-    )
-    env: dict[str, str] = field(default_factory=dict)
-
-
-def load_template() -> dict:
-    text = resources.files("components.train").joinpath("pytorchjob_template.yaml").read_text()
-    return yaml.safe_load(text)
-
-
-def render_pytorchjob(spec: JobSpec) -> dict:
-    """The PyTorchJob object: 1 master + (nodes-1) workers, one torchrun process per GPU."""
-    if spec.num_nodes < 2:
-        raise ValueError("a PyTorchJob is for num_nodes >= 2; one node runs torchrun in the pod")
-    job = load_template()
-    job["metadata"].update({"name": spec.name, "namespace": spec.namespace})
-    job["metadata"].setdefault("labels", {})["review-classifier/run"] = spec.name
-    job["spec"]["nprocPerNode"] = str(spec.gpus_per_node)
+def render_pytorchjob(spec: ClusterSpec) -> dict:
+    """The PyTorchJob object: 1 master + (nodes-1) workers, ``procs_per_node`` processes each."""
+    job = load_template("pytorchjob_template.yaml", spec)
+    job["spec"]["nprocPerNode"] = str(spec.procs_per_node)
     replicas = job["spec"]["pytorchReplicaSpecs"]
     master = replicas["Master"]
     for role, count in (("Master", 1), ("Worker", spec.num_nodes - 1)):
@@ -62,63 +29,39 @@ def render_pytorchjob(spec: JobSpec) -> dict:
         replica["replicas"] = count
         pod = replica["template"]["spec"]
         pod["serviceAccountName"] = spec.service_account
-        pod["nodeSelector"] = dict(spec.node_selector)
+        if not spec.gpus_per_node:  # CPU nodes: no GPU node selector or toleration
+            pod.pop("nodeSelector", None)
+            pod.pop("tolerations", None)
         container = pod["containers"][0]
         container["image"] = spec.image
+        container["command"] = list(TORCHRUN)
         container["args"] = list(spec.train_args)
+        container["envFrom"] = [{"configMapRef": {"name": spec.config_map, "optional": True}}]
         container["env"] = [
             *container.get("env", []),
             *({"name": k, "value": v} for k, v in sorted(spec.env.items())),
         ]
-        limits = {"cpu": spec.cpu, "memory": spec.memory, "nvidia.com/gpu": str(spec.gpus_per_node)}
+        limits = {"cpu": spec.cpu, "memory": spec.memory}
+        if spec.gpus_per_node:
+            limits["nvidia.com/gpu"] = str(spec.gpus_per_node)
         container["resources"] = {"requests": dict(limits), "limits": dict(limits)}
     return job
 
 
-def _condition(job: dict) -> tuple[str | None, str]:
-    """The job's terminal condition (Succeeded/Failed) and its message, if any."""
-    for cond in job.get("status", {}).get("conditions", []) or []:
-        if cond.get("status") == "True" and cond.get("type") in ("Succeeded", "Failed"):
-            return cond["type"], cond.get("message") or cond.get("reason") or ""
-    return None, ""
+class PyTorchJobKind:
+    group, version, plural, kind, container = GROUP, VERSION, PLURAL, KIND, CONTAINER
 
+    def render(self, spec: ClusterSpec) -> dict:
+        return render_pytorchjob(spec)
 
-def submit_and_wait(
-    job: dict, api: Any = None, core: Any = None, timeout_s: float = 24 * 3600, poll_s: float = 10
-) -> str:
-    """Create ``job``, wait for Succeeded (returned) or Failed (raised with the reason)."""
-    if api is None:
-        from kubernetes import client, config
+    def terminal(self, job: dict) -> tuple[str | None, str]:
+        for cond in (job.get("status") or {}).get("conditions") or []:
+            if cond.get("status") == "True" and cond.get("type") in ("Succeeded", "Failed"):
+                return cond["type"], condition_text(cond)
+        return None, ""
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api, core = client.CustomObjectsApi(), client.CoreV1Api()
-    ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
-    api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, job)
-    logger.info("created PyTorchJob %s/%s", ns, name)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        current = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-        state, message = _condition(current)
-        if state == "Succeeded":
-            _log_master(core, ns, name)
-            return message or "Succeeded"
-        if state == "Failed":
-            _log_master(core, ns, name)
-            raise PlatformError(f"PyTorchJob {ns}/{name} failed: {message}")
-        time.sleep(poll_s)
-    raise PlatformError(f"PyTorchJob {ns}/{name} did not finish within {timeout_s:.0f}s")
+    def rank0_selector(self, name: str) -> str:
+        return f"training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=master"
 
-
-def _log_master(core: Any, ns: str, name: str) -> None:
-    if core is None:
-        return
-    try:
-        text = core.read_namespaced_pod_log(f"{name}-master-0", ns, tail_lines=200)
-    except Exception as e:  # noqa: BLE001 - logs are best effort; the job's state decides
-        logger.warning("no master log for %s: %s", name, e)
-        return
-    for line in text.splitlines():
-        logger.info("[master] %s", line)
+    def pods_selector(self, name: str) -> str:
+        return f"training.kubeflow.org/job-name={name}"

@@ -284,7 +284,9 @@ class Trainer:
         run = mlflow.start_run(run_id=self.state.mlflow_run_id, run_name=self.cfg.run_id)
         if self.state.mlflow_run_id is None:
             mlflow.log_params(params)
-            mlflow.set_tags({"run_id": self.cfg.run_id, "stage": "train"})
+            # code_version: the image tag these pods run (IMAGE_TAG from the platform ConfigMap)
+            mlflow.set_tags({"run_id": self.cfg.run_id, "stage": "train",
+                             "code_version": Settings.from_env().image_tag})  # fmt: skip
         self.state.mlflow_run_id = run.info.run_id
         return mlflow
 

@@ -1,7 +1,7 @@
 """Fixtures for tests/k8s: the toolchain of `make k8s-tools`, rendered objects, a real API server.
 
 Everything here renders and validates what a platform engineer applies (kustomize overlays,
-Helm charts, the PyTorchJob template) with real tools, and runs a real kube-apiserver + etcd
+Helm charts, the TrainJob and PyTorchJob templates) with real tools, and runs a real kube-apiserver + etcd
 (no kubelet, no controllers: a test writes the ``status`` a controller would).
 """
 
@@ -76,12 +76,12 @@ def helm_template(chart: str, values: str | None, release: str = "rc", *extra: s
     return load_all(run(*cmd).stdout)
 
 
-def pytorchjob_2x4() -> dict:
-    from components.train.pytorchjob import JobSpec, render_pytorchjob
+def cluster_spec_2x4():
+    from components.train.cluster import ClusterSpec
 
-    spec = JobSpec(name="rc-train-2x4", image="ghcr.io/review-classifier/train:0.1.0",
-                   train_args=["--output", "s3://b/run"], num_nodes=2, gpus_per_node=4)  # fmt: skip
-    return render_pytorchjob(spec)
+    return ClusterSpec(name="rc-train-2x4", image="ghcr.io/review-classifier/train:0.1.0",
+                       train_args=["--output-dir", "s3://b/run"], num_nodes=2,
+                       procs_per_node=4, gpus_per_node=4)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +89,11 @@ def rendered() -> dict[str, list[dict]]:
     """Every object a user applies, by source: overlays, charts (default and EKS values), jobs."""
     out = {path: kustomize(path) for path in KUSTOMIZATIONS}
     out.update({name: helm_template(chart, values) for name, (chart, values) in CHARTS.items()})
-    out["pytorchjob-2x4"] = [pytorchjob_2x4()]
+    from components.train.pytorchjob import render_pytorchjob
+    from components.train.trainjob import render_trainjob
+
+    out["pytorchjob-2x4"] = [render_pytorchjob(cluster_spec_2x4())]
+    out["trainjob-2x4"] = [render_trainjob(cluster_spec_2x4())]
     out["spark-executor-pod-template"] = load_all(
         (ROOT / "components" / "ingest" / "executor_pod_template.yaml").read_text()
     )

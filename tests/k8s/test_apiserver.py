@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from components.common.errors import PlatformError
-from tests.k8s.conftest import NAMESPACE, ROOT, pytorchjob_2x4, run, tool
+from tests.k8s.conftest import NAMESPACE, ROOT, cluster_spec_2x4, run, tool
 
 
 def dry_run(apiserver, objs: list[dict]):
@@ -218,36 +218,44 @@ def test_rollout_creates_canaries_promotes_and_rolls_back(apiserver, pipeline_ap
 
 
 @pytest.mark.parametrize(
-    ("condition", "message"),
-    [("Succeeded", "PyTorchJob rc-train-2x4 is successfully completed."),
-     ("Failed", "PyTorchJob rc-train-2x4 is failed because 1 Worker replica(s) failed: OOMKilled")],
+    ("launcher", "condition", "reason", "message"),
+    [("pytorchjob", "Succeeded", "PyTorchJobSucceeded",
+      "PyTorchJob rc-train-2x4 is successfully completed."),
+     ("pytorchjob", "Failed", "PyTorchJobFailed",
+      "PyTorchJob rc-train-2x4 is failed because 1 Worker replica(s) failed."),
+     ("trainjob", "Complete", "AllJobsCompleted", "jobset completed successfully"),
+     ("trainjob", "Failed", "FailedJobs", "jobset failed due to one or more job failures "
+      "(first failed job: rc-train-2x4-node-0)")],
 )  # fmt: skip
-def test_pytorchjob_launcher_follows_the_job_to_its_end(apiserver, pipeline_api, condition,
-                                                        message):  # fmt: skip
-    from components.train.pytorchjob import submit_and_wait
+def test_launchers_follow_their_job_with_the_pipelines_rights(apiserver, pipeline_api, launcher,
+                                                             condition, reason, message):  # fmt: skip
+    """Create, watch to the end, delete on success, with the pipeline's Role (not admin)."""
+    from components.train.cluster import JobRunner, kind_for
 
     custom, core = pipeline_api
-    operator = Controller(apiserver, "kubeflow.org", "v1", "pytorchjobs")
-    job = pytorchjob_2x4()
+    kind = kind_for(launcher)
+    operator = Controller(apiserver, kind.group, kind.version, kind.plural)
+    job = kind.render(cluster_spec_2x4())
     name = job["metadata"]["name"]
-    thread, box = _in_thread(lambda: submit_and_wait(job, custom, core, timeout_s=30, poll_s=0.1))
-    created = operator.wait_for(name, lambda o: True)
-    assert created["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    runner = JobRunner(kind, custom, core, timeout_s=30)
+    thread, box = _in_thread(lambda: runner.run(job))
+    operator.wait_for(name, lambda o: True)
     operator.set_status(name, {"conditions": [
-        {"type": "Created", "status": "True", "reason": "PyTorchJobCreated"},
-        {"type": "Running", "status": "False", "reason": "PyTorchJobRunning"},
-        {"type": condition, "status": "True", "reason": f"PyTorchJob{condition}",
-         "message": message}]})  # fmt: skip
+        {"type": condition, "status": "True", "reason": reason, "message": message,
+         "lastTransitionTime": "2026-12-01T00:00:00Z"}]})  # fmt: skip
     thread.join(30)
-    if condition == "Succeeded":
-        assert box.get("result") == message, box
+    if condition == "Failed":
+        assert isinstance(box.get("error"), PlatformError), box
+        assert f"{reason}: {message}" in str(box["error"])
+        operator.api.delete_namespaced_custom_object(*operator.args, name)
     else:
-        assert isinstance(box.get("error"), PlatformError)
-        assert "OOMKilled" in str(box["error"])
-    operator.api.delete_namespaced_custom_object(*operator.args, name)
+        assert box.get("result") == f"{reason}: {message}", box
+        gone = operator.api.list_namespaced_custom_object(*operator.args)["items"]
+        assert name not in [o["metadata"]["name"] for o in gone]  # deleted on success
 
 
-def test_pytorchjob_manifest_template_is_accepted_as_is(apiserver):
-    template = (ROOT / "manifests" / "base" / "pytorchjob-template.yaml").read_text()
-    proc = apiserver.kubectl("apply", "--dry-run=server", "-f", "-", stdin=template, check=False)
+@pytest.mark.parametrize("template", ["pytorchjob-template.yaml", "trainjob-template.yaml"])
+def test_training_job_manifest_templates_are_accepted_as_is(apiserver, template):
+    text = (ROOT / "manifests" / "base" / template).read_text()
+    proc = apiserver.kubectl("apply", "--dry-run=server", "-f", "-", stdin=text, check=False)
     assert proc.returncode == 0, proc.stderr

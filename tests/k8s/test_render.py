@@ -118,21 +118,24 @@ def test_base_has_one_resource_per_file_and_lists_them_all():
         assert len([d for d in yaml.safe_load_all((base / name).read_text()) if d]) == 1, name
 
 
-def test_pytorchjob_template_in_manifests_is_the_one_the_launcher_uses():
-    link = ROOT / "manifests" / "base" / "pytorchjob-template.yaml"
-    assert link.resolve() == (ROOT / "components" / "train" / "pytorchjob_template.yaml")
+@pytest.mark.parametrize("kind", ["pytorchjob", "trainjob"])
+def test_training_job_templates_in_manifests_are_the_ones_the_launchers_use(kind):
+    link = ROOT / "manifests" / "base" / f"{kind}-template.yaml"
+    assert link.resolve() == (ROOT / "components" / "train" / f"{kind}_template.yaml")
 
 
 def test_manifests_agree_with_the_code(rendered):
+    from components.common.settings import TRAINING_CONFIG_MAP
     from components.deploy.inferenceservice import ServiceSpec, build_inference_service
-    from components.train.pytorchjob import JobSpec
+    from components.train.cluster import ClusterSpec
     from pipelines.review_classifier import CONFIG_KEYS, CONFIG_MAP
 
     objs = {(d["kind"], d["metadata"]["name"]): d for d in rendered["manifests/overlays/eks"]}
     accounts = {name for kind, name in objs if kind == "ServiceAccount"}
-    assert ServiceSpec.service_account in accounts and JobSpec.service_account in accounts
-    config = objs[("ConfigMap", CONFIG_MAP)]
-    assert set(config["data"]) <= set(CONFIG_KEYS)
+    assert ServiceSpec.service_account in accounts and ClusterSpec.service_account in accounts
+    for name in (CONFIG_MAP, TRAINING_CONFIG_MAP):
+        assert set(objs[("ConfigMap", name)]["data"]) <= set(CONFIG_KEYS)
+    assert ClusterSpec.config_map == TRAINING_CONFIG_MAP
     # the standalone InferenceService is the one the deploy step builds
     (isvc,) = rendered["manifests/serving"]
     uri = isvc["spec"]["predictor"]["model"]["storageUri"]

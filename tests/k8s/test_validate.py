@@ -16,6 +16,7 @@ CRDS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): "serving.kserve.io_servingruntimes.yaml",
     ("kubeflow.org/v1", "PyTorchJob"): "kubeflow.org_pytorchjobs.yaml",
+    ("trainer.kubeflow.org/v1alpha1", "TrainJob"): "trainer.kubeflow.org_trainjobs.yaml",
 }
 
 
@@ -40,7 +41,7 @@ def test_every_rendered_object_is_valid(rendered, crds_dir):
             kinds.add(obj["kind"])
     assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "NetworkPolicy",
             "Deployment", "Service", "Pod", "ServingRuntime", "InferenceService",
-            "PyTorchJob"} <= kinds  # fmt: skip
+            "PyTorchJob", "TrainJob"} <= kinds  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,7 @@ def test_every_rendered_object_is_valid(rendered, crds_dir):
         ("NetworkPolicy", ("spec", "podSelector", "matchLabelz"), {}),
         ("InferenceService", ("spec", "predictor", "minReplicas"), "one"),
         ("PyTorchJob", ("spec", "pytorchReplicaSpecs", "Master", "replicas"), "one"),
+        ("TrainJob", ("spec", "trainer", "numProcPerNode"), "auto"),
     ],
 )
 def test_validation_catches_broken_objects(rendered, crds_dir, kind, path, value):

@@ -24,10 +24,16 @@ step() { printf '\n== %s\n' "$*"; }
 fail() { echo "deploy: $*" >&2; exit 1; }
 
 step "1/4 prerequisites on $($KUBECTL config current-context 2>/dev/null || echo '<no context>')"
-for crd in inferenceservices.serving.kserve.io servingruntimes.serving.kserve.io pytorchjobs.kubeflow.org; do
-  $KUBECTL get crd "$crd" >/dev/null 2>&1 \
-    || fail "CRD $crd is missing: install KServe and the Kubeflow Training Operator first"
+for crd in inferenceservices.serving.kserve.io servingruntimes.serving.kserve.io; do
+  $KUBECTL get crd "$crd" >/dev/null 2>&1 || fail "CRD $crd is missing: install KServe first"
 done
+if $KUBECTL get crd trainjobs.trainer.kubeflow.org >/dev/null 2>&1; then
+  echo "Kubeflow Trainer v2 found: multi-node training runs as a TrainJob (train_launcher=trainjob)"
+elif $KUBECTL get crd pytorchjobs.kubeflow.org >/dev/null 2>&1; then
+  echo "Training Operator v1 found: run multi-node training with train_launcher=pytorchjob"
+else
+  echo "neither Kubeflow Trainer nor the Training Operator is installed: num_nodes > 1 will fail"
+fi
 $KUBECTL get namespace kubeflow >/dev/null 2>&1 \
   || fail "namespace kubeflow is missing: install Kubeflow Pipelines first"
 echo "KServe, Training Operator and Kubeflow Pipelines CRDs/namespace found"
@@ -45,7 +51,15 @@ images:
   - name: ghcr.io/review-classifier/serve
     newName: $IMAGE_REGISTRY/serve
     newTag: "$IMAGE_TAG"
+patchesStrategicMerge:
+  - images-env.yaml
 YAML
+# One IMAGE_REGISTRY/IMAGE_TAG everywhere: the pipeline's pods and the training pods read them
+# (the train image of a TrainJob, the code_version lineage tag).
+for cm in kubeflow/review-classifier-env review-classifier/review-classifier-training-env; do
+  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  namespace: %s\ndata:\n  IMAGE_REGISTRY: "%s"\n  IMAGE_TAG: "%s"\n---\n' \
+    "${cm#*/}" "${cm%/*}" "$IMAGE_REGISTRY" "$IMAGE_TAG"
+done > "$BUILD/images-env.yaml"
 $KUBECTL apply -k "$BUILD"
 
 step "3/4 MLflow chart (release mlflow, namespace $NAMESPACE)"

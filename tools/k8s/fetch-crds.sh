@@ -11,4 +11,10 @@ for f in serving.kserve.io_inferenceservices.yaml serving.kserve.io_servingrunti
   curl -fsSL -o "$OUT/$f" "$KSERVE/$f"
 done
 curl -fsSL -o "$OUT/kubeflow.org_pytorchjobs.yaml" "$TRAINER/kubeflow.org_pytorchjobs.yaml"
+# Kubeflow Trainer v2 (TrainJob, ClusterTrainingRuntime), release v2.3.0; also kept in the
+# repository under tests/crds/ (SOURCE.md), so this refreshes them.
+TRAINER_V2=https://raw.githubusercontent.com/kubeflow/trainer/658725bdae5c7e3a0854d93ac6ff492e109a22ab/manifests/base/crds
+for f in trainer.kubeflow.org_trainjobs.yaml trainer.kubeflow.org_clustertrainingruntimes.yaml; do
+  curl -fsSL -o "$OUT/$f" "$TRAINER_V2/$f"
+done
 echo "CRDs in $OUT; run the tests with CRDS_DIR=$OUT"

@@ -5,6 +5,8 @@
 #   etcd     3.4.23 - Debian's etcd-server
 #   kube-apiserver v1.20.2 - built from Debian's `kubernetes` source package with Debian's Go
 #   checkov  3.3.30 - in its own virtual environment (its dependencies clash with the project's)
+#   bwrap    0.8.0  - Debian's bubblewrap, unpacked beside: tests/cluster runs pods' containers
+#                     with it (non-root uid, read-only root, a private filesystem view per pod)
 # No registry offers kube-apiserver, kind or envtest binaries, hence the build (~3 min on 2 cores).
 # Everything lands in $K8S_TOOLS_DIR/bin; nothing in the system's apt sources is changed.
 set -euo pipefail
@@ -66,6 +68,13 @@ if [ ! -x "$BIN/kube-apiserver" ]; then
     || { tail -30 build.log; exit 1; }
   cp _output/bin/kube-apiserver "$BIN/kube-apiserver"
   cd "$K8S_TOOLS_DIR/work" && rm -rf src
+fi
+
+if [ ! -x "$BIN/bwrap" ]; then
+  step "bwrap 0.8.0 (Debian bubblewrap, unpacked beside, not installed)"
+  apt-get download bubblewrap >/dev/null
+  rm -rf bw && dpkg -x bubblewrap_*.deb bw && mv bw/usr/bin/bwrap "$BIN/bwrap"
+  rm -rf bw bubblewrap_*.deb
 fi
 
 if [ ! -x "$BIN/checkov" ]; then

@@ -1,0 +1,457 @@
+"""A cluster in processes: the controllers the kube-apiserver lacks, for tests (test-only code).
+
+The tests' real kube-apiserver (tests/k8s/conftest.py) stores the objects; this module plays
+what would act on them, following each project's documented behaviour:
+
+- **Kubeflow Trainer v2 + JobSet + Job + kubelet** for a ``TrainJob`` (kubeflow/trainer v2.3.0):
+  the ``ClusterTrainingRuntime`` it references is read from the API; the trainer's image,
+  command, args, env and ``resourcesPerNode`` go into the runtime's ``node`` container
+  (``pkg/runtime/framework/plugins/jobset/builder.go``), ``runtimePatches`` are merged onto the
+  pod (``pkg/runtime/core/trainingruntime.go``); the torch plugin adds ``PET_NNODES``,
+  ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK`` (from the pod's job-completion-index annotation),
+  ``PET_MASTER_ADDR=<job>-node-0-0.<job>`` and ``PET_MASTER_PORT=29500``
+  (``pkg/runtime/framework/plugins/torch/torch.go``). Pods are named and labelled as an Indexed
+  Job of JobSet ``<job>`` makes them (hostname ``<job>-node-0-<i>``, subdomain ``<job>``;
+  kubernetes-sigs/jobset v0.12.0 ``pkg/controllers/jobset_controller.go``). JobSet's webhook
+  defaults the pods' ``restartPolicy`` to OnFailure (``pkg/webhooks/jobset_webhook.go``): a
+  failed container restarts in place, and the Job fails after ``backoffLimit`` (Kubernetes'
+  default 6) restarts (kubernetes ``pkg/controller/job/job_controller.go``); a failed Job fails
+  the JobSet and the TrainJob copies its ``Failed`` condition (``FailedJobs``, "jobset failed due
+  to one or more job failures (first failed job: <job>-node-0)"), or ``Complete``
+  (``AllJobsCompleted``, "jobset completed successfully") when every pod succeeded.
+- **Training Operator v1** for a ``PyTorchJob`` (kubeflow/trainer v1.9.4,
+  ``pkg/controller.v1/pytorch/envvar.go``, ``master.go``): pods ``<job>-master-0`` and
+  ``<job>-worker-<i>``, each behind a Service of its name; ``MASTER_ADDR``/``PET_MASTER_ADDR``
+  ``<job>-master-0``, port 23456, ``WORLD_SIZE``, ``RANK``/``PET_NODE_RANK``, ``PET_NNODES``,
+  ``PET_NPROC_PER_NODE``, ``PYTHONUNBUFFERED``; conditions Created, Running, Succeeded or Failed
+  (``PyTorchJobSucceeded``/``PyTorchJobFailed``); ``runPolicy.backoffLimit`` restarts.
+
+Pods are real Pod objects in the API (bound to the harness node, status written from the
+processes' real exit codes); their containers run through :mod:`tests.cluster.pods`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import random
+import string
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.cluster.kubelet import NODE, LogServer, register_node
+from tests.cluster.pods import PodConfigError, PodRun
+
+logger = logging.getLogger(__name__)
+TRAINER = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+RUNTIMES = ("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes")
+PYTORCH = ("kubeflow.org", "v1", "pytorchjobs")
+JOB_BACKOFF_LIMIT = 6  # a Kubernetes Job's default spec.backoffLimit
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _merge_named(base: list[dict], patch: list[dict]) -> list[dict]:
+    """Strategic merge of lists keyed by ``name`` (containers, volumes, env)."""
+    out = [copy.deepcopy(x) for x in base]
+    for item in patch:
+        current = next((x for x in out if x["name"] == item["name"]), None)
+        if current is None:
+            out.append(copy.deepcopy(item))
+            continue
+        for key, value in item.items():
+            if (
+                isinstance(value, list)
+                and value
+                and isinstance(value[0], dict)
+                and "name" in value[0]
+            ):
+                current[key] = _merge_named(current.get(key, []), value)
+            else:
+                current[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass
+class JobRun:
+    kind: str  # TrainJob | PyTorchJob
+    namespace: str
+    name: str
+    pods: list[PodRun]
+    backoff_limit: int
+    failures: int = 0
+    done: bool = False
+    succeeded: set = field(default_factory=set)
+
+
+class Cluster:
+    """Node, kubelet and training controllers for the tests' API server."""
+
+    def __init__(self, api_client, workdir: Path, namespace: str, hosts: dict[str, str],
+                 extra_env: dict[str, str] | None = None, image_check: str = "") -> None:  # fmt: skip
+        from kubernetes import client
+
+        self.custom, self.core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
+        self.workdir, self.namespace = workdir, namespace
+        self.hosts, self.extra_env, self.image_check = hosts, extra_env or {}, image_check
+        self.jobs: dict[tuple[str, str], JobRun] = {}
+        self.pods: dict[str, PodRun] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._next_net = 10
+        self.logs = LogServer(workdir, self._log_lookup)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Cluster:
+        self.logs.start()
+        register_node(self.core, self.logs.port)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=10)
+        for pod in list(self.pods.values()):
+            pod.cleanup()
+        self.logs.stop()
+
+    def _log_lookup(self, ns: str, name: str):
+        pod = self.pods.get(name)
+        if pod is None or pod.pod["metadata"]["namespace"] != ns:
+            return None
+        return pod.log_path, lambda: pod.proc is not None and pod.proc.poll() is None
+
+    def kill(self, pod_name: str) -> None:
+        """What a node failure or the OOM killer does to a pod's container: SIGKILL."""
+        self.pods[pod_name].kill()
+
+    # ---- the control loop ------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._reconcile()
+            except Exception:  # noqa: BLE001 - a test harness: log and go on
+                logger.exception("harness controller error")
+            time.sleep(0.3)
+
+    def _reconcile(self) -> None:
+        seen = set()
+        for kind, (group, version, plural) in (("TrainJob", TRAINER), ("PyTorchJob", PYTORCH)):
+            items = self.custom.list_namespaced_custom_object(group, version, self.namespace,
+                                                              plural)["items"]  # fmt: skip
+            for obj in items:
+                key = (kind, obj["metadata"]["name"])
+                seen.add(key)
+                if key not in self.jobs:
+                    self._admit(kind, obj)
+        for key, job in list(self.jobs.items()):
+            if key not in seen:  # deleted: the garbage collector removes its pods
+                self._tear_down(job, delete_pods=True)
+                del self.jobs[key]
+            elif not job.done:
+                self._step(job)
+
+    def _admit(self, kind: str, obj: dict) -> None:
+        name = obj["metadata"]["name"]
+        try:
+            pods, hosts, backoff = (self._trainjob_pods if kind == "TrainJob"
+                                    else self._pytorchjob_pods)(obj)  # fmt: skip
+        except PodConfigError as e:
+            self.jobs[(kind, name)] = JobRun(kind, self.namespace, name, [], 0, done=True)
+            self._finish(self.jobs[(kind, name)], False, "CreateContainerConfigError", str(e))
+            return
+        configmaps = {
+            cm.metadata.name: dict(cm.data or {})
+            for cm in self.core.list_namespaced_config_map(self.namespace).items
+        }
+        job = JobRun(kind, self.namespace, name, [], backoff)
+        all_hosts = {**self.hosts, **hosts}
+        for pod, ip in pods:
+            sa = self._service_account(pod["spec"].get("serviceAccountName", "default"))
+            run = PodRun(pod, ip, all_hosts, configmaps,
+                         self.workdir / pod["metadata"]["name"], sa, self.extra_env,
+                         self.image_check)  # fmt: skip
+            run.workdir.mkdir(parents=True, exist_ok=True)
+            created = self.core.create_namespaced_pod(self.namespace, pod)
+            run.pod["metadata"]["uid"] = created.metadata.uid
+            job.pods.append(run)
+            self.pods[pod["metadata"]["name"]] = run
+        self.jobs[(kind, name)] = job
+        if kind == "PyTorchJob":
+            self._set_job_status(job, "Created", "PyTorchJobCreated",
+                                 f"PyTorchJob {name} is created.")  # fmt: skip
+        for run in job.pods:
+            self._start_pod(job, run)
+        if kind == "PyTorchJob" and not job.done:
+            self._set_job_status(job, "Running", "PyTorchJobRunning",
+                                 f"PyTorchJob {name} is running.")  # fmt: skip
+
+    def _service_account(self, name: str) -> dict:
+        try:
+            sa = self.core.read_namespaced_service_account(name, self.namespace)
+        except Exception:  # noqa: BLE001 - no such account: no IRSA
+            return {}
+        return {"metadata": {"annotations": dict(sa.metadata.annotations or {})}}
+
+    def _start_pod(self, job: JobRun, run: PodRun) -> None:
+        try:
+            run.start()
+        except PodConfigError as e:
+            self._pod_status(run, "Pending", waiting=("CreateContainerConfigError", str(e)))
+            self._finish(job, False, "CreateContainerConfigError", f"{run.name}: {e}")
+            return
+        self._pod_status(run, "Running", running=True)
+
+    def _step(self, job: JobRun) -> None:
+        for run in job.pods:
+            code = run.proc.poll() if run.proc else None
+            if code is None or run.name in job.succeeded:
+                continue
+            if code == 0:
+                job.succeeded.add(run.name)
+                self._pod_status(run, "Succeeded", terminated=(0, "Completed"))
+                continue
+            reason = "Error" if code != 137 else "Killed"
+            if (
+                run.pod["spec"].get("restartPolicy") == "OnFailure"
+                and job.failures < job.backoff_limit
+            ):
+                job.failures += 1  # the kubelet restarts the container; the Job counts it
+                run.restarts += 1
+                self._pod_status(run, "Running", running=True, last=(code, reason))
+                run.start()
+                continue
+            self._pod_status(run, "Failed", terminated=(code, reason))
+            first = f"{job.name}-node-0" if job.kind == "TrainJob" else run.name
+            self._finish(job, False, reason, f"{run.name} exited {code} ({reason})", first)
+            return
+        if len(job.succeeded) == len(job.pods):
+            self._finish(job, True, "", "")
+
+    def _finish(self, job: JobRun, ok: bool, reason: str, detail: str, first: str = "") -> None:
+        job.done = True
+        self._tear_down(job, delete_pods=False)
+        if job.kind == "TrainJob":
+            if ok:
+                self._set_job_status(job, "Complete", "AllJobsCompleted",
+                                     "jobset completed successfully")  # fmt: skip
+            else:
+                self._set_job_status(job, "Failed", "FailedJobs",
+                                     "jobset failed due to one or more job failures "
+                                     f"(first failed job: {first or job.name + '-node-0'})")  # fmt: skip
+        elif ok:
+            self._set_job_status(job, "Succeeded", "PyTorchJobSucceeded",
+                                 f"PyTorchJob {job.name} is successfully completed.")  # fmt: skip
+        else:
+            replica = "Master" if first.endswith("-master-0") else "Worker"
+            self._set_job_status(job, "Failed", "PyTorchJobFailed",
+                                 f"PyTorchJob {job.name} is failed because 1 {replica} "
+                                 f"replica(s) failed.")  # fmt: skip
+        logger.info("%s %s finished: ok=%s %s", job.kind, job.name, ok, detail)
+
+    def _tear_down(self, job: JobRun, delete_pods: bool) -> None:
+        for run in job.pods:
+            if run.proc is not None and run.proc.poll() is None:
+                run.kill()  # JobSet/operator: a finished job's remaining pods are stopped
+                self._pod_status(run, "Failed", terminated=(137, "Killed"))
+            if delete_pods:
+                try:
+                    self.core.delete_namespaced_pod(run.name, job.namespace)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+                run.cleanup()
+                self.pods.pop(run.name, None)
+
+    # ---- status writes ----------------------------------------------------------------------
+    def _set_job_status(self, job: JobRun, ctype: str, reason: str, message: str) -> None:
+        group, version, plural = TRAINER if job.kind == "TrainJob" else PYTORCH
+        current = self.custom.get_namespaced_custom_object(group, version, job.namespace, plural,
+                                                           job.name)  # fmt: skip
+        conditions = [c for c in (current.get("status") or {}).get("conditions") or []
+                      if c["type"] != ctype]  # fmt: skip
+        if job.kind == "PyTorchJob" and ctype in ("Succeeded", "Failed"):
+            for c in conditions:
+                if c["type"] == "Running":
+                    c["status"] = "False"
+        cond = {"type": ctype, "status": "True", "reason": reason, "message": message,
+                "lastTransitionTime": _now()}  # fmt: skip
+        if job.kind == "PyTorchJob":
+            cond["lastUpdateTime"] = cond["lastTransitionTime"]
+        current.setdefault("status", {})["conditions"] = [*conditions, cond]
+        if job.kind == "TrainJob":
+            failed = int(ctype == "Failed")
+            current["status"]["jobsStatus"] = [{"name": "node", "ready": 0, "active": 0,
+                                                "succeeded": int(ctype == "Complete"),
+                                                "failed": failed, "suspended": 0}]  # fmt: skip
+        self.custom.replace_namespaced_custom_object_status(group, version, job.namespace, plural,
+                                                            job.name, current)  # fmt: skip
+
+    def _pod_status(self, run: PodRun, phase: str, running: bool = False,
+                    terminated: tuple | None = None, waiting: tuple | None = None,
+                    last: tuple | None = None) -> None:  # fmt: skip
+        state: dict = {}
+        if running:
+            state = {"running": {"startedAt": _now()}}
+        elif terminated:
+            state = {"terminated": {"exitCode": terminated[0], "reason": terminated[1],
+                                    "finishedAt": _now()}}  # fmt: skip
+        elif waiting:
+            state = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
+        c = run.container
+        status = {"name": c["name"], "image": c["image"], "imageID": "", "ready": running,
+                  "restartCount": run.restarts, "state": state}  # fmt: skip
+        if last:
+            run.last_state = {"terminated": {"exitCode": last[0], "reason": last[1],
+                                             "finishedAt": _now()}}  # fmt: skip
+        if run.last_state:
+            status["lastState"] = run.last_state
+        ns = run.pod["metadata"]["namespace"]
+        try:  # the whole status, as the kubelet writes it (no merge with the previous one)
+            pod = self.core.read_namespaced_pod(run.name, ns)
+            pod.status = {"phase": phase, "podIP": run.ip, "hostIP": "127.0.0.1",
+                          "containerStatuses": [status]}  # fmt: skip
+            self.core.replace_namespaced_pod_status(run.name, ns, pod)
+        except Exception:  # noqa: BLE001 - the pod may be gone with its job
+            logger.debug("pod status of %s not written", run.name)
+
+    # ---- pods of each kind ------------------------------------------------------------------
+    def _ip_block(self) -> int:
+        with self._lock:
+            self._next_net += 1
+            return self._next_net
+
+    def _trainjob_pods(self, job: dict) -> tuple[list, dict, int]:
+        name, spec = job["metadata"]["name"], job["spec"]
+        ref = spec["runtimeRef"]
+        if ref.get("kind", "ClusterTrainingRuntime") != "ClusterTrainingRuntime":
+            raise PodConfigError(f"runtime kind {ref.get('kind')} is not played by the harness")
+        runtime = self.custom.get_cluster_custom_object(*RUNTIMES, ref["name"])
+        (rjob,) = [j for j in runtime["spec"]["template"]["spec"]["replicatedJobs"]
+                   if j["name"] == "node"]  # fmt: skip
+        template = copy.deepcopy(rjob["template"]["spec"]["template"])
+        pod_spec = template["spec"]
+        trainer = spec.get("trainer", {})
+        container = next(c for c in pod_spec["containers"] if c["name"] == "node")
+        for key in ("image", "command", "args"):
+            if key in trainer:
+                container[key] = trainer[key]
+        container["env"] = _merge_named(container.get("env", []), trainer.get("env", []))
+        if "resourcesPerNode" in trainer:
+            container["resources"] = trainer["resourcesPerNode"]
+        for patch in spec.get("runtimePatches", []):
+            for pj in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+                if pj["name"] != "node":
+                    raise PodConfigError(f"runtimePatches: no replicated job {pj['name']}")
+                tpl = pj["template"]["spec"]["template"]
+                for key, value in (tpl.get("metadata") or {}).items():
+                    template.setdefault("metadata", {}).setdefault(key, {}).update(value)
+                for key, value in tpl.get("spec", {}).items():
+                    if key in ("containers", "volumes", "initContainers"):
+                        for c in value if key == "containers" else []:
+                            if c["name"] == "node" and "env" in c:
+                                raise PodConfigError("runtimePatches may not set env of node")
+                        pod_spec[key] = _merge_named(pod_spec.get(key, []), value)
+                    else:
+                        pod_spec[key] = copy.deepcopy(value)
+        container = next(c for c in pod_spec["containers"] if c["name"] == "node")
+        nodes = int(trainer.get("numNodes") or runtime["spec"]["mlPolicy"].get("numNodes", 1))
+        nproc = trainer.get("numProcPerNode")
+        if nproc is None:
+            nproc = max(1, int(float(str(container.get("resources", {}).get("requests", {})
+                                         .get("cpu", "1")).rstrip("m"))))  # fmt: skip
+        reserved = {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
+                    "PET_MASTER_PORT"}  # fmt: skip
+        if reserved & {e["name"] for e in trainer.get("env", [])}:
+            raise PodConfigError("must not have reserved envs")
+        container["env"] = _merge_named(container.get("env", []), [
+            {"name": "PET_NNODES", "value": str(nodes)},
+            {"name": "PET_NPROC_PER_NODE", "value": str(nproc)},
+            {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {
+                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+            {"name": "PET_MASTER_ADDR", "value": f"{name}-node-0-0.{name}"},
+            {"name": "PET_MASTER_PORT", "value": "29500"},
+        ])  # fmt: skip
+        pod_spec.setdefault("restartPolicy", "OnFailure")  # JobSet webhook default
+        net = self._ip_block()
+        pods, hosts = [], {}
+        for i in range(nodes):
+            ip = f"127.0.{net}.{i + 2}"
+            host = f"{name}-node-0-{i}"
+            suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+            pod = {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": f"{host}-{suffix}", "namespace": self.namespace,
+                    "labels": {**(template.get("metadata") or {}).get("labels", {}),
+                               **rjob["template"].get("metadata", {}).get("labels", {}),
+                               "jobset.sigs.k8s.io/jobset-name": name,
+                               "jobset.sigs.k8s.io/replicatedjob-name": "node",
+                               "jobset.sigs.k8s.io/job-index": "0",
+                               "batch.kubernetes.io/job-completion-index": str(i)},
+                    "annotations": {"batch.kubernetes.io/job-completion-index": str(i)},
+                },
+                "spec": {**copy.deepcopy(pod_spec), "hostname": host, "subdomain": name,
+                         "nodeName": NODE},
+            }  # fmt: skip
+            pods.append((pod, ip))
+            for alias in (host, f"{host}.{name}", f"{host}.{name}.{self.namespace}.svc",
+                          f"{host}.{name}.{self.namespace}.svc.cluster.local"):  # fmt: skip
+                hosts[alias] = ip
+        return pods, hosts, JOB_BACKOFF_LIMIT
+
+    def _pytorchjob_pods(self, job: dict) -> tuple[list, dict, int]:
+        name, spec = job["metadata"]["name"], job["spec"]
+        replicas = spec["pytorchReplicaSpecs"]
+        roles = [("master", 0, replicas["Master"])] + [
+            ("worker", i, replicas["Worker"]) for i in range(replicas.get("Worker", {}).get("replicas", 0))
+        ]  # fmt: skip
+        total = len(roles)
+        nproc = str(spec.get("nprocPerNode", "auto"))
+        per_node = int(nproc) if nproc.isdigit() else 1
+        net = self._ip_block()
+        pods, hosts = [], {}
+        for n, (role, index, replica) in enumerate(roles):
+            pod_name = f"{name}-{role}-{index}"
+            ip = f"127.0.{net}.{n + 2}"
+            template = copy.deepcopy(replica["template"])
+            pod_spec = template["spec"]
+            rank = 0 if role == "master" else index + 1
+            env = [
+                {"name": "PYTHONUNBUFFERED", "value": "1"},
+                {"name": "MASTER_PORT", "value": "23456"},
+                {"name": "PET_MASTER_PORT", "value": "23456"},
+                {"name": "MASTER_ADDR", "value": f"{name}-master-0"},
+                {"name": "PET_MASTER_ADDR", "value": f"{name}-master-0"},
+                {"name": "WORLD_SIZE", "value": str(total * per_node)},
+                {"name": "RANK", "value": str(rank)},
+                {"name": "PET_NODE_RANK", "value": str(rank)},
+                {"name": "PET_NPROC_PER_NODE", "value": nproc},
+                {"name": "PET_NNODES", "value": str(total)},
+            ]
+            for c in pod_spec["containers"]:
+                c["env"] = _merge_named(c.get("env", []), env)
+            pod_spec["restartPolicy"] = replica.get("restartPolicy", "OnFailure")
+            pod_spec["hostname"], pod_spec["nodeName"] = pod_name, NODE
+            pod = {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": pod_name, "namespace": self.namespace,
+                    "labels": {**(template.get("metadata") or {}).get("labels", {}),
+                               "training.kubeflow.org/job-name": name,
+                               "training.kubeflow.org/replica-type": role,
+                               "training.kubeflow.org/replica-index": str(index)},
+                },
+                "spec": pod_spec,
+            }  # fmt: skip
+            pods.append((pod, ip))
+            for alias in (pod_name, f"{pod_name}.{self.namespace}.svc",
+                          f"{pod_name}.{self.namespace}.svc.cluster.local"):  # fmt: skip
+                hosts[alias] = ip
+        backoff = int(spec.get("runPolicy", {}).get("backoffLimit", JOB_BACKOFF_LIMIT))
+        return pods, hosts, backoff
