@@ -28,6 +28,7 @@ export LOCAL_STATE_DIR := $(STATE_DIR)
 export K8S_TOOLS_DIR
 
 .PHONY: help setup lock test test-unit lint fmt compile pipeline-run batch-score serve bench images push \
+	gpu-wheels gpu-check \
 	deploy k8s-tools crds stack-up stack-down stack-status generate clean
 
 help: ## List the targets
@@ -105,6 +106,17 @@ bench: $(STAMP) ## Run every benchmark in benchmarks/ (results in benchmarks/res
 
 bench-%: $(STAMP) ## Run one benchmark, e.g. make bench-serve
 	$(PY) -m benchmarks.$*
+
+# The GPU check for a lent GPU machine (see README "GPU check"): wheels first, here, with PyPI.
+GPU_WHEELS := boto3 botocore s3transfer jmespath python-dateutil six urllib3 accelerate psutil
+gpu-wheels: ## Download the wheels the GPU check carries to a GPU machine (Python 3.12) into build/gpu-wheels
+	rm -rf build/gpu-wheels && mkdir -p build/gpu-wheels
+	$(PYTHON) -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.12 \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --implementation cp \
+	  --constraint constraints.txt --dest build/gpu-wheels $(GPU_WHEELS)
+
+gpu-check: ## Training throughput/MFU at bert-base size vs the HF Trainer, bf16 parity (CPU: dry run)
+	bash tools/gpu/check.sh
 
 images: $(addprefix image-,$(IMAGES)) ## Build the spark, train, serve, mlflow images as IMAGE_REGISTRY/<name>:IMAGE_TAG
 

@@ -15,6 +15,17 @@ from pathlib import Path
 import psutil
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Peak dense bf16 tensor FLOP/s by GPU name (vendor data sheets), for model FLOPs utilisation.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def flops_per_sample(params_non_embedding: int, seq: int, layers: int, hidden: int) -> float:
+    """Training FLOPs per sample: 6 N tokens + attention (12 x layers x hidden x seq^2)."""
+    return 6 * params_non_embedding * seq + 12 * layers * hidden * seq * seq
+
+
+def peak_bf16(gpu: str | None) -> float | None:
+    return next((v for k, v in PEAK_BF16.items() if gpu and k in gpu), None)
 
 
 def hardware() -> dict:

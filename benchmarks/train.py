@@ -27,7 +27,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks.common import RESULTS, hardware, median, write_result  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    flops_per_sample,
+    hardware,
+    median,
+    peak_bf16,
+    write_result,
+)
 
 BASELINE = "Hugging Face Trainer"
 PAD_MULTIPLE = 8  # our PadCollator's default; the Trainer's collator gets the same
@@ -38,7 +45,6 @@ CASES = (
     ("both length-grouped", True, True),
     ("both random", False, False),
 )
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
 WARMUP = 10
 
 
@@ -60,11 +66,6 @@ def prepare(data: Path, rows: int) -> None:
     (data / "stats.json").write_text(
         json.dumps({"label_map": label_map_for("star_rating").to_dict()})
     )
-
-
-def flops_per_sample(params_non_embedding: int, seq: int, layers: int, hidden: int) -> float:
-    """Training FLOPs per sample: 6 N tokens + attention (12 x layers x hidden x seq^2)."""
-    return 6 * params_non_embedding * seq + 12 * layers * hidden * seq * seq
 
 
 def worker_ours(args: argparse.Namespace) -> dict:
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 if hw["gpu"]:
                     non_emb = 12 * args.layers * args.hidden**2  # attention + MLP per layer
-                    peak = next((v for k, v in PEAK_BF16.items() if k in hw["gpu"]), None)
+                    peak = peak_bf16(hw["gpu"])
                     f = flops_per_sample(non_emb, seq, args.layers, args.hidden)
                     row["mfu_ours"] = round(o * f / peak, 4) if peak else None
                     row["mfu_baseline"] = round(h * f / peak, 4) if peak else None

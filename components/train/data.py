@@ -6,14 +6,17 @@ import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from components.common.errors import InvalidInput, StorageError
 from components.common.storage import S3Storage, is_s3_uri
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ def fetch_dir(uri: str, local: Path) -> Path:
 
 def read_split(data_dir: Path, split: str, max_rows: int = 0) -> pd.DataFrame:
     """One split's ``review_body`` and ``label`` columns."""
+    import pandas as pd  # here: the GPU check imports the trainer without pandas
+
     path = data_dir / split
     if not path.exists():
         raise InvalidInput(f"{path} does not exist: expected the ingest step's {split}/ Parquet")

@@ -291,14 +291,18 @@ class Trainer:
         return mlflow
 
     # ---- the run ------------------------------------------------------------------------
+    def _read_data(self) -> tuple[LabelMap, Any, Any]:
+        """The label map and the train and validation splits (``review_body``, ``label``)."""
+        data_dir = fetch_dir(self.cfg.data, self.work / "data")
+        label_map = load_label_map(data_dir)
+        train_df = read_split(data_dir, "train")
+        return label_map, train_df, read_split(data_dir, "validation", self.cfg.max_eval_rows)
+
     def run(self) -> dict:
         cfg, ctx = self.cfg, self.ctx
         t0 = time.perf_counter()
-        data_dir = fetch_dir(cfg.data, self.work / "data")
-        label_map = load_label_map(data_dir)
+        label_map, train_df, val_df = self._read_data()
         self.num_labels = label_map.num_labels
-        train_df = read_split(data_dir, "train")
-        val_df = read_split(data_dir, "validation", cfg.max_eval_rows)
         tokenizer, model = self._tokenizer_and_model(label_map, train_df["review_body"].tolist())
         self.collate = PadCollator(tokenizer.pad_token_id)
         if cfg.class_weighting != "none":
