@@ -81,7 +81,9 @@ def review_classifier(
     deploy_target: str = "cluster",
     service_name: str = "review-classifier",
     canary_percent: int = 10,
+    deployment_mode: str = "Serverless",
     serving_gpus: int = 1,
+    serving_logger_url: str = "",
     train_launcher: str = "trainjob",
     train_job_policy: str = "delete-on-success",
     train_image: str = "",
@@ -161,11 +163,11 @@ def review_classifier(
     with dsl.If(deploy_model == True, "deploy-enabled"):  # noqa: E712 (a KFP condition)
         with dsl.If(eval_task.outputs["deploy"] == True, "gate-passed"):  # noqa: E712
             deploy_task = deploy(
-                model=train_task.outputs["model"],
+                model=train_task.outputs["model"], evaluation=eval_task.outputs["evaluation"],
                 model_storage_uri=eval_task.outputs["model_storage_uri"],
                 registered_version=eval_task.outputs["registered_version"],
                 service_name=service_name, target=deploy_target, canary_percent=canary_percent,
-                gpus=serving_gpus,
+                deployment_mode=deployment_mode, gpus=serving_gpus, logger_url=serving_logger_url,
             )  # fmt: skip
             deploy_task.set_display_name("deploy (KServe)").set_caching_options(False)
             _platform_env(deploy_task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -45,11 +46,14 @@ def crds_dir(tmp_path_factory) -> Path:
     return merged
 
 
+@functools.cache
 def crd_schema(crds_dir: Path, filename: str, version: str) -> dict:
-    """The openAPIV3Schema of one version of an upstream CRD."""
+    """The openAPIV3Schema of one version of an upstream CRD (parsed once: they are large)."""
     import yaml
 
-    crd = yaml.safe_load((crds_dir / filename).read_text())
+    crd = yaml.load(
+        (crds_dir / filename).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    )
     for v in crd["spec"]["versions"]:
         if v["name"] == version:
             return v["schema"]["openAPIV3Schema"]

@@ -1,7 +1,7 @@
 """KFP interface of the deploy stage: KServe rollout on a cluster, a local predictor otherwise."""
 
 from kfp import dsl
-from kfp.dsl import Input, Model
+from kfp.dsl import Artifact, Input, Model
 
 from components.common.images import image
 
@@ -9,27 +9,41 @@ from components.common.images import image
 @dsl.component(base_image=image("train"), install_kfp_package=False)
 def deploy(
     model: Input[Model],
+    evaluation: Input[Artifact],
     model_storage_uri: str,
     registered_version: str,
     service_name: str = "review-classifier",
     target: str = "local",
     namespace: str = "review-classifier",
     canary_percent: int = 10,
+    deployment_mode: str = "Serverless",
     gpus: int = 1,
     min_replicas: int = 1,
     max_replicas: int = 4,
+    min_agreement: float = 0.9,
+    logger_url: str = "",
 ) -> str:
-    """Serve the registered version; promote it to ``champion`` once it answers. Returns the URL."""
+    """Serve the registered version, test it, promote it to ``champion``; returns the URL.
+
+    The test: the evaluation's held-out reviews must be answered as the evaluation did.
+    """
+    import json
+
     from components.common.logs import configure_logging
     from components.common.settings import Settings
-    from components.deploy.local import smoke_test, start_local_predictor
+    from components.deploy.local import held_set_check, predict_url, start_local_predictor
     from components.evaluate.registry import promote
 
     configure_logging()
     name = Settings.from_env().registered_model_name
+    held = json.loads(open(evaluation.path).read()).get("smoke_set") or []
+
+    def check(base: str) -> dict:
+        return held_set_check(predict_url(base, service_name), held, min_agreement)
+
     if target == "local":
         service = start_local_predictor(model.path, service_name)
-        smoke_test(service.url)
+        check(service.url.split("/v1/")[0])
         if registered_version:
             promote(name, registered_version)
         return service.url
@@ -43,11 +57,9 @@ def deploy(
     spec = ServiceSpec(
         name=service_name, storage_uri=model_storage_uri, namespace=namespace, gpus=gpus,
         min_replicas=min_replicas, max_replicas=max_replicas, canary_percent=canary_percent,
-        model_version=registered_version,
+        model_version=registered_version, mode=deployment_mode, logger_url=logger_url,
     )  # fmt: skip
-    result = Rollout(client.CustomObjectsApi()).run(
-        spec,
-        smoke=lambda url: smoke_test(f"{url}/v1/models/{service_name}:predict"),
-        on_promote=lambda: promote(name, registered_version),
+    result = Rollout(client.CustomObjectsApi(), apps=client.AppsV1Api()).run(
+        spec, check=check, on_promote=lambda: promote(name, registered_version)
     )
-    return f"{result.url}/v1/models/{service_name}:predict"
+    return predict_url(result.url, service_name)

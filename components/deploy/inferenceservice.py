@@ -1,9 +1,36 @@
-"""The InferenceService for a cluster: build it, roll it out with a canary, promote or roll back.
+"""The InferenceService for a cluster: build it, roll it out, promote or roll back.
 
 The predictor runs our ServingRuntime (``python -m components.serve``) and reads the model
-from its S3 prefix through the IRSA service account; a new version first takes
-``canary_percent`` of the traffic, must become Ready and answer a smoke request, then gets
-100% (and the MLflow ``champion`` alias), or is rolled back and the step fails with why.
+from its S3 prefix through the IRSA service account (KServe's storage initializer puts it at
+``/mnt/models``). Two deployment modes, one parameter choosing:
+
+**Serverless** (Knative). A new version is a new revision that first takes ``canary_percent``
+of the traffic. The rollout follows KServe's and Knative's own status (kserve v0.20.0,
+``pkg/apis/serving/v1beta1/inference_service_status.go`` ``PropagateStatus``):
+
+- right after the patch the status is the *old* one, Ready=True included (KServe copies the
+  Knative service status it read before its update), so readiness alone proves nothing: the
+  rollout waits for a *new* ``latestCreatedRevision``, then for ``latestReadyRevision`` to
+  equal it and Ready=True (Knative marks the configuration Unknown when it creates a revision,
+  ``configuration_lifecycle.go`` ``SetLatestCreatedRevisionName``). ``status.observedGeneration``
+  is the Knative service's generation, not the InferenceService's, so it is not compared;
+- a condition False with a reason (``RevisionFailed``, ...) fails the rollout at once, naming
+  the revision and the reason;
+- the canary is tested on its own URL: tag routing (annotation
+  ``serving.kserve.io/enable-tag-routing``) gives the latest revision the ``latest`` tag in
+  ``status.components.predictor.traffic`` (``ksvc_reconciler.go``); the held-out reviews of the
+  evaluation go there and must be answered as the evaluation did;
+- promotion removes ``canaryTrafficPercent`` (100% to the new revision, docs
+  ``rollout-strategies/canary.md``) and waits for ``latestRolledoutRevision`` to be it; only
+  then does the MLflow ``champion`` alias move;
+- rollback is KServe's: ``canaryTrafficPercent: 0`` pins all traffic to the last rolled-out
+  revision (``prev``), no new revision; the alias stays on the previous champion.
+
+**RawDeployment** (plain Deployments, no Knative). KServe ignores ``canaryTrafficPercent``
+there (only the Knative reconciler reads it), and the InferenceService stays Ready during a
+rolling update (``PropagateRawStatus``), so the rollout follows the Deployment
+``<name>-predictor`` itself as ``kubectl rollout status`` does, then tests the service URL
+(every pod is new by then); rollback patches the previous storageUri back (a new rollout).
 """
 
 from __future__ import annotations
@@ -11,16 +38,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from components.common.errors import PlatformError
+from components.common.errors import ConfigurationError, PlatformError
 
 logger = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 RUNTIME = "review-classifier"
 MODEL_FORMAT = "review-classifier"
+MODES = ("Serverless", "RawDeployment")
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
+VERSION_ANNOTATION = "review-classifier/model-version"
+# Conditions that end a rollout at once when False (a revision that cannot start).
+FAILURE_REASONS = ("RevisionFailed", "RevisionMissing", "PredictorConfigurationFailed",
+                   "InferenceServiceFailed", "ProgressDeadlineExceeded")  # fmt: skip
+LOG_MODES = ("all", "request", "response")
 
 
 @dataclass(frozen=True)
@@ -41,6 +76,17 @@ class ServiceSpec:
     scale_target: int = 32
     canary_percent: int | None = None
     model_version: str = ""
+    mode: str = "Serverless"
+    # KServe's payload logger (CloudEvents to this URL), for the monitoring sink
+    logger_url: str = ""
+    logger_mode: str = "all"
+    extra_annotations: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigurationError(f"deployment mode {self.mode!r} is not one of: {MODES}")
+        if self.logger_mode not in LOG_MODES:
+            raise ConfigurationError(f"logger mode {self.logger_mode!r} is not one of {LOG_MODES}")
 
 
 def build_inference_service(spec: ServiceSpec) -> dict:
@@ -74,7 +120,18 @@ def build_inference_service(spec: ServiceSpec) -> dict:
     if spec.canary_percent is not None:
         if not 0 <= spec.canary_percent <= 100:
             raise PlatformError(f"canary_percent {spec.canary_percent} is not in 0..100")
-        predictor["canaryTrafficPercent"] = spec.canary_percent
+        if spec.mode == "Serverless":  # RawDeployment ignores it (Knative reconciler only)
+            predictor["canaryTrafficPercent"] = spec.canary_percent
+    if spec.logger_url:  # the webhook rejects a logger without a mode
+        predictor["logger"] = {"mode": spec.logger_mode, "url": spec.logger_url}
+    annotations = {
+        VERSION_ANNOTATION: spec.model_version,
+        "serving.kserve.io/enable-prometheus-scraping": "true",
+        MODE_ANNOTATION: spec.mode,
+        **spec.extra_annotations,
+    }
+    if spec.mode == "Serverless":
+        annotations[TAG_ROUTING] = "true"
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferenceService",
@@ -85,43 +142,66 @@ def build_inference_service(spec: ServiceSpec) -> dict:
                 "app.kubernetes.io/name": "review-classifier",
                 "app.kubernetes.io/component": "serving",
             },
-            "annotations": {
-                "review-classifier/model-version": spec.model_version,
-                "serving.kserve.io/enable-prometheus-scraping": "true",
-            },
-        },  # fmt: skip
+            "annotations": annotations,
+        },
         "spec": {"predictor": predictor},
     }
 
 
-def _ready(obj: dict) -> tuple[bool, str]:
-    for cond in obj.get("status", {}).get("conditions", []) or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True", cond.get("message") or cond.get("reason") or ""
-    return False, "no Ready condition yet"
+# ---- reading KServe's status ------------------------------------------------------------------
+def conditions(obj: dict) -> dict[str, dict]:
+    return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
-def _failed(obj: dict) -> str | None:
-    """A terminal failure the controller reported (e.g. the canary revision failed)."""
-    for cond in obj.get("status", {}).get("conditions", []) or []:
-        if cond.get("status") == "False" and cond.get("reason") in (
-            "RevisionFailed", "PredictorConfigurationFailed", "InferenceServiceFailed",
-        ):  # fmt: skip
+def predictor_status(obj: dict) -> dict:
+    return ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+
+
+def ready(obj: dict) -> bool:
+    return conditions(obj).get("Ready", {}).get("status") == "True"
+
+
+def failure(obj: dict) -> str | None:
+    """``<type>: <reason>: <message>`` of a condition that says the rollout cannot succeed."""
+    for cond in conditions(obj).values():
+        if cond.get("status") == "False" and cond.get("reason") in FAILURE_REASONS:
             return f"{cond.get('type')}: {cond.get('reason')}: {cond.get('message', '')}"
     return None
 
 
+def tagged_url(obj: dict, tag: str, revision: str | None = None) -> str | None:
+    """The URL of a traffic tag (``latest``, ``prev``), if it routes to ``revision``."""
+    for target in predictor_status(obj).get("traffic") or []:
+        if target.get("tag") == tag and (
+            revision is None or target.get("revisionName") == revision
+        ):
+            return target.get("url")
+    return None
+
+
+def traffic_percent(obj: dict, revision: str) -> int:
+    return sum(int(t.get("percent") or 0) for t in predictor_status(obj).get("traffic") or []
+               if t.get("revisionName") == revision)  # fmt: skip
+
+
 @dataclass
 class RolloutResult:
-    action: str  # "created", "promoted"
+    action: str  # "created", "promoted", "unchanged"
     url: str
+    revision: str = ""
+    checked: dict = field(default_factory=dict)
 
 
 class Rollout:
-    """Create or canary-patch an InferenceService and follow it to Ready, then promote."""
+    """Create or update an InferenceService, test what is new, then promote or roll back.
 
-    def __init__(self, api: Any, poll_s: float = 5.0, timeout_s: float = 900.0) -> None:
-        self.api = api
+    ``check(url)`` tests a URL (the held-out reviews); it raises PlatformError to refuse.
+    ``apps`` (an AppsV1Api) is needed for RawDeployment, whose Deployment the rollout follows.
+    """
+
+    def __init__(self, api: Any, poll_s: float = 2.0, timeout_s: float = 900.0,
+                 apps: Any = None) -> None:  # fmt: skip
+        self.api, self.apps = api, apps
         self.poll_s = poll_s
         self.timeout_s = timeout_s
 
@@ -133,66 +213,193 @@ class Rollout:
                 return None
             raise
 
-    def _patch(self, ns: str, name: str, body: dict) -> None:
-        self.api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body)
+    def _patch(self, ns: str, name: str, body: dict) -> dict:
+        return self.api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body)
 
-    def wait_ready(self, ns: str, name: str) -> dict:
+    def _wait(self, ns: str, name: str, what: str, done: Callable[[dict], bool],
+              failed: Callable[[dict], str | None] = failure) -> dict:  # fmt: skip
+        """Poll until ``done(obj)``; raise at once when ``failed(obj)`` names a failure."""
         deadline = time.monotonic() + self.timeout_s
-        message = ""
+        obj: dict = {}
         while time.monotonic() < deadline:
             obj = self._get(ns, name) or {}
-            failure = _failed(obj)
-            if failure:
-                raise PlatformError(f"InferenceService {ns}/{name} failed: {failure}")
-            ready, message = _ready(obj)
-            if ready:
+            reason = failed(obj)
+            if reason:
+                raise PlatformError(reason)
+            if done(obj):
                 return obj
             time.sleep(self.poll_s)
+        ready_cond = conditions(obj).get("Ready", {})
         raise PlatformError(
-            f"InferenceService {ns}/{name} not Ready in {self.timeout_s:.0f}s: {message}"
+            f"{what} not reached in {self.timeout_s:.0f}s (Ready={ready_cond.get('status')} "
+            f"{ready_cond.get('reason') or ''} {ready_cond.get('message') or ''})".rstrip()
         )
 
-    def run(
-        self, spec: ServiceSpec, smoke: Callable[[str], Any],
-        on_promote: Callable[[], None] | None = None,
-    ) -> RolloutResult:  # fmt: skip
-        """Deploy ``spec``; canary first when a version is already serving."""
+    def run(self, spec: ServiceSpec, check: Callable[[str], Any],
+            on_promote: Callable[[], None] | None = None) -> RolloutResult:  # fmt: skip
+        """Deploy ``spec``: create it, or roll the new version out (canary first)."""
+        current = self._get(spec.namespace, spec.name)
+        if spec.mode == "RawDeployment":
+            return self._raw(spec, current, check, on_promote)
+        return self._serverless(spec, current, check, on_promote)
+
+    # ---- Serverless (Knative revisions) ---------------------------------------------------
+    def _serverless(self, spec, current, check, on_promote) -> RolloutResult:  # noqa: ANN001
         ns, name = spec.namespace, spec.name
-        current = self._get(ns, name)
         if current is None:
-            body = build_inference_service(spec)
+            body = build_inference_service(ServiceSpec(**{**spec.__dict__, "canary_percent": None}))
             self.api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-            action = "created"
-        else:
-            canary = spec.canary_percent if spec.canary_percent is not None else 10
-            previous_uri = current["spec"]["predictor"]["model"]["storageUri"]
-            patch = build_inference_service(
-                ServiceSpec(**{**spec.__dict__, "canary_percent": canary})
-            )
-            self._patch(ns, name, {"metadata": {"annotations": patch["metadata"]["annotations"]},
-                                   "spec": patch["spec"]})  # fmt: skip
-            action = "promoted"
-            try:
-                obj = self.wait_ready(ns, name)
-                smoke(_url(obj))
-            except PlatformError as e:
-                self.rollback(ns, name, previous_uri)
-                raise PlatformError(f"canary rolled back: {e}") from e
-        obj = self.wait_ready(ns, name)
-        url = _url(obj)
-        smoke(url)
-        if action == "promoted":
-            self._patch(ns, name, {"spec": {"predictor": {"canaryTrafficPercent": 100}}})
+            obj = self._wait_new_revision(ns, name, before=None)
+            revision = predictor_status(obj)["latestReadyRevision"]
+            url = tagged_url(obj, "latest") or obj["status"].get("url", "")
+            checked = self._check(check, url, revision)  # nothing to roll back to: fail only
+            if on_promote:
+                on_promote()
+            return RolloutResult("created", obj["status"].get("url", ""), revision, checked)
+        before = predictor_status(current).get("latestCreatedRevision")
+        if current["spec"]["predictor"]["model"]["storageUri"] == spec.storage_uri:
+            return self._promote(spec, current, check, on_promote, "unchanged")
+        canary = spec.canary_percent if spec.canary_percent is not None else 10
+        body = build_inference_service(ServiceSpec(**{**spec.__dict__, "canary_percent": canary}))
+        self._patch(ns, name, {"metadata": {"annotations": body["metadata"]["annotations"]},
+                               "spec": body["spec"]})  # fmt: skip
+        logger.info("InferenceService %s/%s: new version %s at %d%% (canary), was %s", ns, name,
+                    spec.model_version or spec.storage_uri, canary, before)  # fmt: skip
+        try:
+            obj = self._wait_new_revision(ns, name, before)
+            revision = predictor_status(obj)["latestReadyRevision"]
+            url = tagged_url(obj, "latest", revision)
+            if not url:
+                raise PlatformError(
+                    f"revision {revision} has no `latest` tag URL in status.components.predictor"
+                    f".traffic (is tag routing, {TAG_ROUTING}, removed?)"
+                )
+            self._check(check, url, revision)
+        except PlatformError as e:
+            self.rollback(ns, name)
+            raise PlatformError(f"canary rolled back: {e}") from e
+        return self._promote(spec, obj, check, on_promote, "promoted")
+
+    def _wait_new_revision(self, ns: str, name: str, before: str | None) -> dict:
+        """A revision newer than ``before`` exists, is the latest ready one, Ready=True."""
+
+        def done(obj: dict) -> bool:
+            p = predictor_status(obj)
+            created = p.get("latestCreatedRevision")
+            return bool(created and created != before and p.get("latestReadyRevision") == created
+                        and ready(obj))  # fmt: skip
+
+        def failed(obj: dict) -> str | None:
+            reason = failure(obj)
+            created = predictor_status(obj).get("latestCreatedRevision")
+            if reason and created != before:
+                return f"revision {created} failed: {reason}"
+            return None
+
+        return self._wait(ns, name, f"InferenceService {ns}/{name}: a new ready revision",
+                          done, failed)  # fmt: skip
+
+    def _check(self, check: Callable[[str], Any], url: str, revision: str) -> dict:
+        try:
+            result = check(url)
+        except PlatformError as e:
+            raise PlatformError(f"revision {revision} at {url}: {e}") from e
+        logger.info("revision %s answered the held-out reviews at %s: %s", revision, url, result)
+        return result if isinstance(result, dict) else {}
+
+    def _promote(self, spec, obj, check, on_promote, action) -> RolloutResult:  # noqa: ANN001
+        ns, name = spec.namespace, spec.name
+        revision = predictor_status(obj).get("latestReadyRevision", "")
+        # KServe's promotion: no canaryTrafficPercent, the latest ready revision gets 100%.
+        self._patch(ns, name, {"spec": {"predictor": {"canaryTrafficPercent": None}}})
+        obj = self._wait(
+            ns, name, f"InferenceService {ns}/{name}: revision {revision} at 100%",
+            lambda o: traffic_percent(o, revision) == 100
+            and predictor_status(o).get("latestRolledoutRevision") == revision and ready(o),
+        )  # fmt: skip
         if on_promote:
             on_promote()
-        return RolloutResult(action, url)
+        return RolloutResult(action, obj["status"].get("url", ""), revision)
 
-    def rollback(self, ns: str, name: str, previous_uri: str) -> None:
-        """Send all traffic back to the previous model."""
-        logger.warning("rolling back %s/%s to %s", ns, name, previous_uri)
-        self._patch(ns, name, {"spec": {"predictor": {
-            "canaryTrafficPercent": 100, "model": {"storageUri": previous_uri}}}})  # fmt: skip
+    def rollback(self, ns: str, name: str) -> None:
+        """KServe's rollback: all traffic to the last rolled-out revision, no new revision."""
+        logger.warning("rolling back %s/%s: canaryTrafficPercent 0 (traffic to the last "
+                       "rolled-out revision)", ns, name)  # fmt: skip
+        self._patch(ns, name, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})
+
+    # ---- RawDeployment (a Deployment's rolling update) ------------------------------------
+    def _raw(self, spec, current, check, on_promote) -> RolloutResult:  # noqa: ANN001
+        if self.apps is None:
+            raise ConfigurationError("a RawDeployment rollout needs the AppsV1Api")
+        ns, name = spec.namespace, spec.name
+        body = build_inference_service(spec)
+        previous = current["spec"]["predictor"]["model"]["storageUri"] if current else None
+        if current is None:
+            self.api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        else:
+            self._patch(ns, name, {"metadata": {"annotations": body["metadata"]["annotations"]},
+                                   "spec": body["spec"]})  # fmt: skip
+        try:
+            self._wait_deployment(ns, f"{name}-predictor", spec.storage_uri)
+            obj = self._wait(ns, name, f"InferenceService {ns}/{name} Ready", ready)
+            url = obj["status"].get("url", "")
+            self._check(check, url, f"{name}-predictor")
+        except PlatformError as e:
+            if previous is None or previous == spec.storage_uri:
+                raise
+            logger.warning("rolling back %s/%s to %s", ns, name, previous)
+            self._patch(ns, name, {"spec": {"predictor": {"model": {"storageUri": previous}}}})
+            raise PlatformError(f"rolled back to {previous}: {e}") from e
+        if on_promote:
+            on_promote()
+        return RolloutResult("created" if current is None else "promoted", url,
+                             f"{name}-predictor")  # fmt: skip
+
+    def _wait_deployment(self, ns: str, name: str, storage_uri: str) -> None:
+        """``kubectl rollout status``: the Deployment serving ``storage_uri`` is rolled out."""
+        deadline = time.monotonic() + self.timeout_s
+        detail = "not created yet"
+        while time.monotonic() < deadline:
+            try:
+                dep = self.apps.read_namespaced_deployment(name, ns)
+            except Exception as e:  # noqa: BLE001 - 404 until KServe creates it
+                if getattr(e, "status", None) != 404:
+                    raise
+                dep = None
+            if dep is not None:
+                done, detail = _deployment_rolled_out(dep, storage_uri)
+                if done:
+                    return
+                if detail.startswith("failed"):
+                    raise PlatformError(f"Deployment {ns}/{name} {detail}")
+            time.sleep(self.poll_s)
+        raise PlatformError(f"Deployment {ns}/{name} not rolled out in {self.timeout_s:.0f}s: "
+                            f"{detail}")  # fmt: skip
 
 
-def _url(obj: dict) -> str:
-    return obj.get("status", {}).get("url", "")
+def _deployment_rolled_out(dep: Any, storage_uri: str) -> tuple[bool, str]:
+    """(done, why not) by the rules of ``kubectl rollout status``.
+
+    Those of kubectl's ``DeploymentStatusViewer``, plus: the pod template serves ``storage_uri``.
+    """
+    spec, status = dep.spec, dep.status
+    uris = [a for c in (spec.template.spec.init_containers or []) for a in (c.args or [])]
+    annotations = spec.template.metadata.annotations or {}
+    source = annotations.get("internal.serving.kserve.io/storage-initializer-sourceuri")
+    if storage_uri not in uris and source != storage_uri:
+        return False, "still the previous model's template"
+    for cond in status.conditions or []:
+        if cond.type == "Progressing" and cond.reason == "ProgressDeadlineExceeded":
+            return False, f"failed: {cond.reason}: {cond.message}"
+    if (status.observed_generation or 0) < (dep.metadata.generation or 0):
+        return False, "waiting for the rollout to be observed"
+    want = spec.replicas if spec.replicas is not None else 1
+    if (status.updated_replicas or 0) < want:
+        return False, f"{status.updated_replicas or 0} of {want} new replicas updated"
+    if (status.replicas or 0) > (status.updated_replicas or 0):
+        old = (status.replicas or 0) - (status.updated_replicas or 0)
+        return False, f"{old} old replicas pending termination"
+    if (status.available_replicas or 0) < (status.updated_replicas or 0):
+        available = status.available_replicas or 0
+        return False, f"{available} of {status.updated_replicas} updated replicas available"
+    return True, ""

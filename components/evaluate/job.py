@@ -63,6 +63,23 @@ def _load_data(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             pd.read_parquet(data / "test", columns=columns), stats)  # fmt: skip
 
 
+def smoke_set(texts: list[str], y: np.ndarray, probs: np.ndarray, labels: list[str],
+              size: int = 16) -> list[dict]:  # fmt: skip
+    """Up to ``size`` test reviews with the label and confidence the evaluated model gave each.
+
+    Taken round-robin over the true labels, so every class is asked; the deploy step sends them
+    to the new revision and rolls it back when its answers disagree.
+    """
+    by_class = [np.flatnonzero(y == c).tolist() for c in range(len(labels))]
+    picked: list[int] = []
+    while len(picked) < size and any(by_class):
+        for rows in by_class:
+            if rows and len(picked) < size:
+                picked.append(rows.pop(0))
+    return [{"text": texts[i], "label": labels[int(probs[i].argmax())],
+             "score": round(float(probs[i].max()), 4)} for i in sorted(picked)]  # fmt: skip
+
+
 def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
     """Evaluate, decide and (on a pass) register; writes evaluation.json and the PNG."""
     settings = settings or Settings.from_env()
@@ -120,6 +137,8 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
         "comparisons": {k: v.to_dict() for k, v in decision.comparisons.items()},
         "behaviour": checks,
         "data_version": stats.get("data_version"),
+        # what a deployment must answer the same way: held-out reviews and this model's labels
+        "smoke_set": smoke_set(texts, y, probs, labels),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "registered_version": None,
         "model_storage_uri": None,

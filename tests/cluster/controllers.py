@@ -19,6 +19,18 @@ what would act on them, following each project's documented behaviour:
   the JobSet and the TrainJob copies its ``Failed`` condition (``FailedJobs``, "jobset failed due
   to one or more job failures (first failed job: <job>-node-0)"), or ``Complete``
   (``AllJobsCompleted``, "jobset completed successfully") when every pod succeeded.
+- **KServe (Serverless) + Knative + kubelet** for an ``InferenceService``: each new
+  ``storageUri`` is a revision ``<name>-predictor-0000N`` whose pod is built as KServe builds
+  it (kserve v0.20.0): the ServingRuntime's container with ``{{.Name}}`` in its args replaced
+  by the service's name and the predictor's resources; the storage initializer init container
+  (``pkg/webhook/admission/pod/storage_initializer_injector.go``: image
+  ``kserve/storage-initializer``, args ``[<storageUri>, /mnt/models]``, the emptyDir
+  ``kserve-provision-location``, read-only in the model container) with the S3 settings of the
+  service account's ``serving.kserve.io/s3-*`` annotations (``pkg/credentials/s3/utils.go``:
+  ``AWS_ENDPOINT_URL``, ``S3_ENDPOINT``, ``S3_USE_HTTPS``); the status follows
+  :mod:`tests.cluster.kserve`, a revision being ready when its model answers ``ready`` on
+  ``/v1/models/<name>`` (the readiness probe) and failed when its container exits. A tag's URL
+  is the revision pod's address (no Knative router here).
 - **Training Operator v1** for a ``PyTorchJob`` (kubeflow/trainer v1.9.4,
   ``pkg/controller.v1/pytorch/envvar.go``, ``master.go``): pods ``<job>-master-0`` and
   ``<job>-worker-<i>``, each behind a Service of its name; ``MASTER_ADDR``/``PET_MASTER_ADDR``
@@ -34,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import logging
 import random
 import string
@@ -42,6 +55,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.cluster.kserve import KServeModel
 from tests.cluster.kubelet import NODE, LogServer, register_node
 from tests.cluster.pods import PodConfigError, PodRun
 
@@ -49,6 +63,9 @@ logger = logging.getLogger(__name__)
 TRAINER = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 RUNTIMES = ("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes")
 PYTORCH = ("kubeflow.org", "v1", "pytorchjobs")
+KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
+RUNTIMES_KSERVE = ("serving.kserve.io", "v1alpha1", "servingruntimes")
+STORAGE_INITIALIZER = "kserve/storage-initializer:v0.21.0"
 JOB_BACKOFF_LIMIT = 6  # a Kubernetes Job's default spec.backoffLimit
 
 
@@ -100,6 +117,8 @@ class Cluster:
         self.workdir, self.namespace = workdir, namespace
         self.hosts, self.extra_env, self.image_check = hosts, extra_env or {}, image_check
         self.jobs: dict[tuple[str, str], JobRun] = {}
+        self.isvcs: dict[str, KServeModel] = {}
+        self.revision_pods: dict[str, PodRun] = {}
         self.pods: dict[str, PodRun] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -141,6 +160,7 @@ class Cluster:
             time.sleep(0.3)
 
     def _reconcile(self) -> None:
+        self._reconcile_inference_services()
         seen = set()
         for kind, (group, version, plural) in (("TrainJob", TRAINER), ("PyTorchJob", PYTORCH)):
             items = self.custom.list_namespaced_custom_object(group, version, self.namespace,
@@ -455,3 +475,115 @@ class Cluster:
                 hosts[alias] = ip
         backoff = int(spec.get("runPolicy", {}).get("backoffLimit", JOB_BACKOFF_LIMIT))
         return pods, hosts, backoff
+
+    # ---- InferenceServices (KServe Serverless) ---------------------------------------------
+    def _reconcile_inference_services(self) -> None:
+        items = self.custom.list_namespaced_custom_object(*KSERVE[:2], self.namespace,
+                                                          KSERVE[2])["items"]  # fmt: skip
+        for obj in items:
+            name = obj["metadata"]["name"]
+            model = self.isvcs.setdefault(name, KServeModel(name, self.namespace))
+            before = len(model.revisions)
+            model.observe(obj)
+            if len(model.revisions) > before:
+                revision, uri = model.revisions[-1]
+                self._start_revision(obj, revision, uri, model)
+            if model.phase == "starting":
+                revision, uri = model.revisions[-1]
+                run = self.revision_pods.get(revision)
+                state = self._revision_state(run, name)
+                if state == "pending":
+                    continue  # Knative keeps the configuration Unknown meanwhile
+                if state == "failed":
+                    model.healthy[uri] = False
+            obj["status"] = model.tick()
+            try:
+                self.custom.replace_namespaced_custom_object_status(
+                    *KSERVE[:2], self.namespace, KSERVE[2], name, obj
+                )
+            except Exception:  # noqa: BLE001 - a newer spec came in: next round
+                logger.debug("status of %s not written", name)
+
+    def _revision_state(self, run: PodRun | None, name: str) -> str:
+        import urllib.request
+
+        if run is None or run.proc is None:
+            return "failed"
+        if run.proc.poll() is not None:
+            return "failed"
+        try:
+            with urllib.request.urlopen(f"http://{run.ip}:8080/v1/models/{name}", timeout=1) as r:  # noqa: S310
+                return "ready" if json.loads(r.read()).get("ready") else "pending"
+        except (OSError, ValueError):
+            return "pending"
+
+    def _start_revision(self, isvc: dict, revision: str, uri: str, model: KServeModel) -> None:
+        pod = self._predictor_pod(isvc, revision, uri)
+        ip = f"127.0.{self._ip_block()}.2"
+        configmaps = {cm.metadata.name: dict(cm.data or {})
+                      for cm in self.core.list_namespaced_config_map(self.namespace).items}  # fmt: skip
+        sa = self._service_account(pod["spec"].get("serviceAccountName", "default"))
+        run = PodRun(pod, ip, dict(self.hosts), configmaps, self.workdir / pod["metadata"]["name"],
+                     sa, self.extra_env, self.image_check)  # fmt: skip
+        run.workdir.mkdir(parents=True, exist_ok=True)
+        self.core.create_namespaced_pod(self.namespace, pod)
+        self.pods[run.name] = self.revision_pods[revision] = run
+        model.urls[revision] = f"http://{ip}:8080"
+        failed = run.run_init_containers()
+        if failed:
+            self._pod_status(
+                run, "Pending", waiting=("Init:Error", f"{failed[0]} exited {failed[1]}")
+            )
+            return
+        run.start()
+        self._pod_status(run, "Running", running=True)
+
+    def _predictor_pod(self, isvc: dict, revision: str, uri: str) -> dict:
+        name, predictor = isvc["metadata"]["name"], isvc["spec"]["predictor"]
+        model = predictor["model"]
+        runtime = self.custom.get_namespaced_custom_object(
+            *RUNTIMES_KSERVE[:2], self.namespace, RUNTIMES_KSERVE[2], model["runtime"]
+        )
+        container = copy.deepcopy(runtime["spec"]["containers"][0])
+        container["args"] = [a.replace("{{.Name}}", name) for a in container.get("args", [])]
+        if "resources" in model:
+            container["resources"] = model["resources"]
+        mount = {"name": "kserve-provision-location", "mountPath": "/mnt/models"}
+        container["volumeMounts"] = [
+            *container.get("volumeMounts", []),
+            {**mount, "readOnly": True},
+        ]
+        sa = self._service_account(predictor.get("serviceAccountName", "default"))
+        notes = sa.get("metadata", {}).get("annotations", {})
+        init_env = []
+        endpoint = notes.get("serving.kserve.io/s3-endpoint")
+        if endpoint:  # BuildS3EnvVars: "0" means http
+            scheme = "http" if notes.get("serving.kserve.io/s3-usehttps") == "0" else "https"
+            init_env = [{"name": "S3_ENDPOINT", "value": endpoint},
+                        {"name": "S3_USE_HTTPS", "value": "0" if scheme == "http" else "1"},
+                        {"name": "AWS_ENDPOINT_URL", "value": f"{scheme}://{endpoint}"}]  # fmt: skip
+        init = {
+            "name": "storage-initializer", "image": STORAGE_INITIALIZER,
+            "args": [uri, "/mnt/models"], "env": init_env, "volumeMounts": [mount],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": copy.deepcopy(container.get("securityContext", {})),
+            "resources": {"requests": {"cpu": "100m", "memory": "100Mi"},
+                          "limits": {"cpu": "1", "memory": "1Gi"}},
+        }  # fmt: skip
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+        return {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": f"{revision}-deployment-{suffix}", "namespace": self.namespace,
+                "labels": {"serving.kserve.io/inferenceservice": name, "component": "predictor",
+                           "serving.knative.dev/revision": revision},
+                "annotations": {"internal.serving.kserve.io/storage-initializer-sourceuri": uri},
+            },
+            "spec": {
+                "serviceAccountName": predictor.get("serviceAccountName", "default"),
+                "securityContext": copy.deepcopy(predictor.get("securityContext", {})),
+                "initContainers": [init], "containers": [container], "nodeName": NODE,
+                "volumes": [*copy.deepcopy(runtime["spec"].get("volumes", [])),
+                            {"name": "kserve-provision-location", "emptyDir": {}}],
+            },
+        }  # fmt: skip

@@ -32,11 +32,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = str(Path(sys.executable).parent)
-# image name -> (WORKDIR, ENV) of images/<name>.Dockerfile, with the venv standing for /opt/venv
+TOOLS = Path(os.environ.get("K8S_TOOLS_DIR", Path.home() / ".cache/review-classifier/k8s-tools"))
+_PATH = {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"}
+# image name -> (WORKDIR, ENV, ENTRYPOINT) of images/<name>.Dockerfile, with this virtual
+# environment standing for the image's /opt/venv; KServe's storage-initializer image is the
+# kserve-storage package in its own environment (`make k8s-tools`), as that image is its own.
 IMAGES = {
-    "train": ("/tmp", {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"}),
-    "spark": ("/tmp", {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"}),
-    "serve": ("/tmp", {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"}),
+    "train": ("/tmp", _PATH, ["python", "-m", "torch.distributed.run", "-m", "components.train"]),
+    "spark": ("/tmp", _PATH, []),
+    "serve": ("/tmp", _PATH, ["python", "-m", "components.serve"]),
+    "storage-initializer": (
+        "/",
+        {"PATH": "/usr/bin:/bin"},
+        [str(TOOLS / "bin/storage-initializer")],
+    ),
 }
 IRSA_TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -89,6 +98,10 @@ class PodRun:
     def log_path(self) -> Path:
         return self.workdir / f"{self.container['name']}.log"
 
+    @staticmethod
+    def image_name(container: dict) -> str:
+        return container["image"].rsplit("/", 1)[-1].split(":")[0]
+
     # ---- what the object says ---------------------------------------------------------------
     def _field(self, path: str) -> str:
         meta = self.pod["metadata"]
@@ -101,12 +114,13 @@ class PodRun:
             return (meta.get(m.group(1)) or {}).get(m.group(2), "")
         raise PodConfigError(f"fieldRef {path} is not supported by the harness")
 
-    def environment(self) -> dict[str, str]:
-        c = self.container
-        image = c["image"].rsplit("/", 1)[-1].split(":")[0]
+    def environment(self, c: dict | None = None) -> dict[str, str]:
+        c = c or self.container
+        image = self.image_name(c)
         if image not in IMAGES:
             raise PodConfigError(f"image {c['image']} is not one of the project's images")
-        if self.image_check and c["image"] != self.image_check.format(name=image):
+        if (self.image_check and image != "storage-initializer"
+                and c["image"] != self.image_check.format(name=image)):  # fmt: skip
             raise PodConfigError(f"image {c['image']} is not {self.image_check.format(name=image)}")
         env = dict(IMAGES[image][1])
         env["HOSTNAME"] = self.pod["spec"].get("hostname") or self.name
@@ -141,11 +155,14 @@ class PodRun:
             env.update({"AWS_ROLE_ARN": role, "AWS_STS_REGIONAL_ENDPOINTS": "regional",
                         "AWS_WEB_IDENTITY_TOKEN_FILE": f"{IRSA_TOKEN_DIR}/token"})  # fmt: skip
         env.update(self.extra_env)
+        # the container runtime's default (containerd: the user's home in the image's
+        # /etc/passwd, "/" for a uid it does not list, as 10001)
+        env.setdefault("HOME", "/")
         return env
 
-    def identity(self) -> tuple[int, int]:
+    def identity(self, c: dict | None = None) -> tuple[int, int]:
         pod_ctx = self.pod["spec"].get("securityContext") or {}
-        ctx = {**pod_ctx, **(self.container.get("securityContext") or {})}
+        ctx = {**pod_ctx, **((c or self.container).get("securityContext") or {})}
         uid, gid = ctx.get("runAsUser"), ctx.get("runAsGroup", ctx.get("runAsUser"))
         if ctx.get("runAsNonRoot") and not uid:
             raise PodConfigError("container has runAsNonRoot and image will run as root")
@@ -153,8 +170,9 @@ class PodRun:
             raise PodConfigError("the harness runs read-only-root containers only")
         return int(uid or 0), int(gid or 0)
 
-    def argv(self, env: dict[str, str]) -> list[str]:
-        uid, gid = self.identity()
+    def argv(self, env: dict[str, str], c: dict | None = None) -> list[str]:
+        c = c or self.container
+        uid, gid = self.identity(c)
         volumes = {v["name"]: v for v in self.pod["spec"].get("volumes", [])}
         (self.workdir / "volumes").mkdir(parents=True, exist_ok=True)
         hosts = self.workdir / "hosts"
@@ -170,7 +188,13 @@ class PodRun:
         if (ROOT / ".local").exists():
             argv += ["--tmpfs", str(ROOT / ".local")]
         mounted = set()
-        for mount in self.container.get("volumeMounts", []):
+        # a mount point the image lacks (/mnt/models): the runtime creates it; here a tmpfs
+        # over its first existing parent holds it, made read-only again below
+        fresh = sorted({str(Path(m["mountPath"]).parent) for m in c.get("volumeMounts", [])
+                        if not Path(m["mountPath"]).exists()} - {"/", "/tmp", "/dev", "/run"})  # fmt: skip
+        for parent in fresh:
+            argv += ["--tmpfs", parent]
+        for mount in c.get("volumeMounts", []):
             volume = volumes.get(mount["name"])
             if volume is None:
                 raise PodConfigError(f"volumeMount {mount['name']} has no volume")
@@ -180,7 +204,8 @@ class PodRun:
             src = self.workdir / "volumes" / mount["name"]
             # (owned by this user outside, which the user namespace maps to the pod's uid)
             src.mkdir(exist_ok=True)
-            argv += ["--bind", str(src), mount["mountPath"]]
+            argv += ["--ro-bind" if mount.get("readOnly") else "--bind", str(src),
+                     mount["mountPath"]]  # fmt: skip
             mounted.add(mount["mountPath"])
         argv += ["--tmpfs", "/run"]  # the container's own /run (/var/run), read-only below
         if "AWS_WEB_IDENTITY_TOKEN_FILE" in env:
@@ -189,17 +214,33 @@ class PodRun:
             path = env["AWS_WEB_IDENTITY_TOKEN_FILE"].replace("/var/run/", "/run/", 1)
             argv += ["--ro-bind", str(token), path]
         argv += ["--remount-ro", "/run"]
+        for parent in fresh:
+            argv += ["--remount-ro", parent]
         if "/tmp" not in mounted:
             argv += ["--remount-ro", "/tmp"]
-        image = self.container["image"].rsplit("/", 1)[-1].split(":")[0]
-        cwd = self.container.get("workingDir") or IMAGES[image][0]
-        command = [expand(a, env) for a in self.container.get("command", [])]
-        args = [expand(a, env) for a in self.container.get("args", [])]
+        image = self.image_name(c)
+        if image == "storage-initializer" and TOOLS.is_relative_to(Path.home()):
+            argv += ["--ro-bind", str(TOOLS), str(TOOLS)]  # the "image"'s files
+        cwd = c.get("workingDir") or IMAGES[image][0]
+        command = [expand(a, env) for a in c.get("command") or IMAGES[image][2]]
+        args = [expand(a, env) for a in c.get("args", [])]
         if not command:
-            raise PodConfigError("the harness needs the container's command (no image ENTRYPOINT)")
+            raise PodConfigError(f"image {c['image']} has no ENTRYPOINT: the pod needs a command")
         argv += ["--unshare-user", "--uid", str(uid), "--gid", str(gid), "--die-with-parent",
                  "--chdir", cwd, "--", *command, *args]  # fmt: skip
         return argv
+
+    def run_init_containers(self, timeout: float = 300) -> tuple[str, int] | None:
+        """Each init container to its end, in order (the kubelet's way); the failed one."""
+        for c in self.pod["spec"].get("initContainers") or []:
+            env = self.environment(c)
+            with open(self.workdir / f"{c['name']}.log", "ab") as log:
+                code = subprocess.run(self.argv(env, c), env=env, stdout=log,  # noqa: S603
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      timeout=timeout, check=False).returncode  # fmt: skip
+            if code:
+                return c["name"], code
+        return None
 
     def start(self) -> subprocess.Popen:
         env = self.environment()

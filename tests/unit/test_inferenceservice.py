@@ -1,8 +1,9 @@
 import jsonschema
 import pytest
 
-from components.common.errors import PlatformError
+from components.common.errors import ConfigurationError, PlatformError
 from components.deploy.inferenceservice import Rollout, ServiceSpec, build_inference_service
+from tests.cluster.kserve import KServeModel
 from tests.conftest import crd_schema
 
 URI = "s3://mlflow-artifacts/1/models/m-abc/artifacts/artifacts/model"
@@ -30,73 +31,226 @@ def test_models_uris_are_rejected():
         build_inference_service(ServiceSpec(name="x", storage_uri="models:/review-classifier/1"))
 
 
-class FakeApi:
-    """Stands in for CustomObjectsApi; the test plays the KServe controller."""
+class FakeKServe:
+    """CustomObjectsApi stand-in whose status comes from the model of KServe's reconcile loop
+    (tests/cluster/kserve.py): one reconcile per read, stale Ready first after a patch."""
 
-    def __init__(self, existing=None, conditions=None):
-        self.obj = existing
-        self.conditions = conditions or [[{"type": "Ready", "status": "True"}]]
-        self.patches = []
+    def __init__(self, healthy=None):
+        self.model = KServeModel("rc", "review-classifier", healthy=healthy or {})
+        self.obj, self.patches = None, []
 
     def get_namespaced_custom_object(self, *args):
         if self.obj is None:
             raise type("ApiException", (Exception,), {"status": 404})()
-        status = self.conditions.pop(0) if len(self.conditions) > 1 else self.conditions[0]
-        return {**self.obj, "status": {"conditions": status, "url": "http://rc.example.com"}}
+        self.model.observe(self.obj)
+        return {**self.obj, "status": self.model.tick()}
 
     def create_namespaced_custom_object(self, group, version, ns, plural, body):
-        self.obj = body
+        self.obj = {**body, "metadata": {**body["metadata"], "generation": 1}}
 
     def patch_namespaced_custom_object(self, group, version, ns, plural, name, body):
         self.patches.append(body)
+        merged = json_merge(self.obj, body)
+        merged["metadata"]["generation"] = self.obj["metadata"]["generation"] + (
+            merged["spec"] != self.obj["spec"]
+        )
+        self.obj = merged
+        return merged
 
 
-def test_first_rollout_creates_and_promotes():
-    api, promoted = FakeApi(), []
-    result = Rollout(api, poll_s=0).run(ServiceSpec(name="rc", storage_uri=URI),
-                                        smoke=lambda url: None, on_promote=lambda: promoted.append(1))  # fmt: skip
-    assert result.action == "created" and promoted == [1] and api.patches == []
+def json_merge(target, patch):
+    """RFC 7386 merge patch, what the kubernetes client sends for a dict body."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = json_merge(out.get(key), value)
+    return out
 
 
-def test_canary_then_full_traffic():
-    old = build_inference_service(ServiceSpec(name="rc", storage_uri="s3://b/old"))
-    api = FakeApi(existing=old)
-    result = Rollout(api, poll_s=0).run(ServiceSpec(name="rc", storage_uri=URI, canary_percent=20),
-                                        smoke=lambda url: None)  # fmt: skip
-    assert result.action == "promoted"
+def _deploy(api, uri, version, checks, promoted, answer=None, **kw):
+    def check(url):
+        checks.append(url)
+        if answer:
+            answer(url)
+        return {"agreement": 1.0}
+
+    spec = ServiceSpec(name="rc", storage_uri=uri, model_version=version, **kw)
+    return Rollout(api, poll_s=0, timeout_s=5).run(
+        spec, check=check, on_promote=lambda: promoted.append(version)
+    )
+
+
+def test_first_create_has_no_canary_and_tests_the_latest_revision():
+    api, checks, promoted = FakeKServe(), [], []
+    result = _deploy(api, URI, "1", checks, promoted, canary_percent=10)
+    assert "canaryTrafficPercent" not in api.obj["spec"]["predictor"]
+    assert api.obj["metadata"]["annotations"]["serving.kserve.io/enable-tag-routing"] == "true"
+    assert result.action == "created" and result.revision == "rc-predictor-00001"
+    assert checks == ["http://latest-rc-predictor.review-classifier.example.com"]
+    assert promoted == ["1"]
+
+
+def test_canary_waits_past_the_stale_ready_status_tests_the_new_revision_then_promotes():
+    api, checks, promoted = FakeKServe(), [], []
+    _deploy(api, "s3://b/v1", "1", checks, promoted)
+    seen = []
+    real_tick = api.model.tick
+    api.model.tick = lambda: seen.append(api.model.phase) or real_tick()
+    result = _deploy(api, "s3://b/v2", "2", checks, promoted, canary_percent=20)
+    # before the patch, then the old Ready=True status, which must not pass for the canary
+    assert seen[:2] == ["done", "stale"]
     assert api.patches[0]["spec"]["predictor"]["canaryTrafficPercent"] == 20
-    assert api.patches[-1] == {"spec": {"predictor": {"canaryTrafficPercent": 100}}}
-
-
-def test_failed_canary_rolls_back_with_the_reason():
-    old = build_inference_service(ServiceSpec(name="rc", storage_uri="s3://b/old"))
-    failed = [
+    assert result.action == "promoted" and result.revision == "rc-predictor-00002"
+    assert api.patches[-1] == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+    assert "canaryTrafficPercent" not in api.obj["spec"]["predictor"]
+    status = api.model.status["components"]["predictor"]
+    assert status["latestRolledoutRevision"] == "rc-predictor-00002"
+    assert status["traffic"] == [
         {
-            "type": "Ready",
-            "status": "False",
-            "reason": "RevisionFailed",
-            "message": "CrashLoopBackOff",
+            "tag": "latest",
+            "revisionName": "rc-predictor-00002",
+            "latestRevision": True,
+            "percent": 100,
+            "url": "http://latest-rc-predictor.review-classifier.example.com",
         }
     ]
-    api = FakeApi(existing=old, conditions=[failed])
-    promoted = []
-    with pytest.raises(PlatformError, match="canary rolled back: .*CrashLoopBackOff"):
-        Rollout(api, poll_s=0).run(ServiceSpec(name="rc", storage_uri=URI), smoke=lambda url: None,
-                                   on_promote=lambda: promoted.append(1))  # fmt: skip
-    assert api.patches[-1]["spec"]["predictor"]["model"]["storageUri"] == "s3://b/old"
-    assert promoted == []
+    assert promoted == ["1", "2"]
 
 
-def test_failed_smoke_request_rolls_back():
-    old = build_inference_service(ServiceSpec(name="rc", storage_uri="s3://b/old"))
-    api = FakeApi(existing=old)
+def test_a_revision_that_fails_is_rolled_back_with_canary_zero_and_named():
+    api, checks, promoted = FakeKServe(healthy={"s3://b/v2": False}), [], []
+    _deploy(api, "s3://b/v1", "1", checks, promoted)
+    with pytest.raises(PlatformError) as err:
+        _deploy(api, "s3://b/v2", "2", checks, promoted)
+    message = str(err.value)
+    assert "canary rolled back: revision rc-predictor-00002 failed" in message
+    assert "RevisionFailed" in message and "CrashLoopBackOff" in message
+    assert api.patches[-1] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+    assert promoted == ["1"] and len(checks) == 1  # the alias stays on the previous champion
 
-    def smoke(url):
-        raise PlatformError("smoke request got no prediction")
 
-    with pytest.raises(PlatformError, match="rolled back: smoke request"):
-        Rollout(api, poll_s=0).run(ServiceSpec(name="rc", storage_uri=URI), smoke=smoke)
-    assert api.patches[-1]["spec"]["predictor"]["canaryTrafficPercent"] == 100
+def test_a_canary_that_answers_wrongly_is_rolled_back():
+    api, checks, promoted = FakeKServe(), [], []
+    _deploy(api, "s3://b/v1", "1", checks, promoted)
+
+    def disagree(url):
+        raise PlatformError("agrees with the evaluated model on 3 of 16 held-out reviews")
+
+    with pytest.raises(PlatformError, match="rolled back: revision rc-predictor-00002 at http"):
+        _deploy(api, "s3://b/v2", "2", checks, promoted, answer=disagree)
+    assert api.obj["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    # the traffic went back to the rolled-out revision, without a third revision
+    api.model.observe(api.obj)
+    status = api.model.tick()["components"]["predictor"]
+    assert len(api.model.revisions) == 2
+    assert {t["revisionName"]: t["percent"] for t in status["traffic"]} == {
+        "rc-predictor-00002": 0,
+        "rc-predictor-00001": 100,
+    }
+    assert promoted == ["1"]
+
+
+class FakeApps:
+    """AppsV1Api stand-in: the predictor Deployment rolls out over a few reads."""
+
+    def __init__(self, api, steps=3, fail=False):
+        self.api, self.steps, self.fail, self.reads = api, steps, fail, 0
+
+    def read_namespaced_deployment(self, name, ns):
+        from kubernetes import client
+
+        self.reads += 1
+        uri = self.api.obj["spec"]["predictor"]["model"]["storageUri"]
+        done = self.reads >= self.steps
+        conds = [
+            client.V1DeploymentCondition(
+                type="Progressing",
+                status="False" if self.fail else "True",
+                reason="ProgressDeadlineExceeded"
+                if self.fail
+                else ("NewReplicaSetAvailable" if done else "ReplicaSetUpdated"),
+                message="m",
+            )
+        ]
+        template = client.V1PodTemplateSpec(
+            metadata=client.V1ObjectMeta(
+                annotations={"internal.serving.kserve.io/storage-initializer-sourceuri": uri}
+            ),
+            spec=client.V1PodSpec(containers=[]),
+        )
+        return client.V1Deployment(
+            metadata=client.V1ObjectMeta(generation=2),
+            spec=client.V1DeploymentSpec(replicas=2, template=template, selector={}),
+            status=client.V1DeploymentStatus(
+                observed_generation=2,
+                replicas=2 if done else 3,
+                updated_replicas=2 if done else 1,
+                available_replicas=2,
+                conditions=conds,
+            ),
+        )
+
+
+class RawApi(FakeKServe):
+    def get_namespaced_custom_object(self, *args):
+        if self.obj is None:
+            raise type("ApiException", (Exception,), {"status": 404})()
+        return {
+            **self.obj,
+            "status": {
+                "url": "http://rc-review-classifier.example.com",
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+
+
+def test_raw_deployment_follows_the_deployment_rollout_then_tests_the_service():
+    api, checks, promoted = RawApi(), [], []
+    apps = FakeApps(api)
+    spec = ServiceSpec(name="rc", storage_uri="s3://b/v1", mode="RawDeployment", canary_percent=10)
+    result = Rollout(api, poll_s=0, timeout_s=5, apps=apps).run(
+        spec, check=checks.append, on_promote=lambda: promoted.append(1)
+    )
+    annotations = api.obj["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert "canaryTrafficPercent" not in api.obj["spec"]["predictor"]  # ignored there
+    assert apps.reads >= 3 and checks == ["http://rc-review-classifier.example.com"]
+    assert result.action == "created" and promoted == [1]
+
+
+def test_raw_deployment_that_does_not_progress_is_rolled_back_to_the_previous_model():
+    api, promoted = RawApi(), []
+    Rollout(api, poll_s=0, timeout_s=5, apps=FakeApps(api, steps=1)).run(
+        ServiceSpec(name="rc", storage_uri="s3://b/v1", mode="RawDeployment"), check=print
+    )
+    with pytest.raises(PlatformError, match="rolled back to s3://b/v1: .*ProgressDeadlineExceeded"):
+        Rollout(api, poll_s=0, timeout_s=5, apps=FakeApps(api, fail=True)).run(
+            ServiceSpec(name="rc", storage_uri="s3://b/v2", mode="RawDeployment"),
+            check=print,
+            on_promote=lambda: promoted.append(2),
+        )
+    assert api.obj["spec"]["predictor"]["model"]["storageUri"] == "s3://b/v1" and promoted == []
+
+
+def test_logger_and_modes_validate_against_the_crd(crds_dir):
+    schema = crd_schema(crds_dir, "serving.kserve.io_inferenceservices.yaml", "v1beta1")
+    for mode in ("Serverless", "RawDeployment"):
+        isvc = build_inference_service(
+            ServiceSpec(
+                name="rc", storage_uri=URI, mode=mode, logger_url="http://sink.review-classifier"
+            )
+        )
+        jsonschema.validate(isvc, schema)
+        assert isvc["spec"]["predictor"]["logger"] == {
+            "mode": "all",
+            "url": "http://sink.review-classifier",
+        }
+    with pytest.raises(ConfigurationError):
+        ServiceSpec(name="rc", storage_uri=URI, mode="Knative-ish")
 
 
 def test_stock_huggingface_runtime_example_is_valid(crds_dir):

@@ -7,6 +7,8 @@
 #   checkov  3.3.30 - in its own virtual environment (its dependencies clash with the project's)
 #   bwrap    0.8.0  - Debian's bubblewrap, unpacked beside: tests/cluster runs pods' containers
 #                     with it (non-root uid, read-only root, a private filesystem view per pod)
+#   kserve-storage 0.21.0 - the code of KServe's storage-initializer image, in its own virtual
+#                     environment (as that image is its own; its pins clash with the project's)
 # No registry offers kube-apiserver, kind or envtest binaries, hence the build (~3 min on 2 cores).
 # Everything lands in $K8S_TOOLS_DIR/bin; nothing in the system's apt sources is changed.
 set -euo pipefail
@@ -83,6 +85,18 @@ if [ ! -x "$BIN/checkov" ]; then
   "${PYTHON:-python3}" -m venv "$K8S_TOOLS_DIR/checkov"
   "$K8S_TOOLS_DIR/checkov/bin/pip" install --quiet --disable-pip-version-check checkov==3.3.30
   ln -sf "$K8S_TOOLS_DIR/checkov/bin/checkov" "$BIN/checkov"
+fi
+
+if [ ! -x "$BIN/storage-initializer" ]; then
+  step "kserve-storage 0.21.0 (KServe's storage initializer, own virtual environment)"
+  rm -rf "$K8S_TOOLS_DIR/storage-initializer"
+  "${PYTHON:-python3}" -m venv "$K8S_TOOLS_DIR/storage-initializer"
+  "$K8S_TOOLS_DIR/storage-initializer/bin/pip" install --quiet --disable-pip-version-check \
+    kserve-storage==0.21.0
+  # what the image's entrypoint does: Storage.download(<storageUri>, <dest>)
+  printf '#!%s\nimport sys\nfrom kserve_storage import Storage\nStorage.download(sys.argv[1], sys.argv[2])\n' \
+    "$K8S_TOOLS_DIR/storage-initializer/bin/python" > "$BIN/storage-initializer"
+  chmod +x "$BIN/storage-initializer"
 fi
 
 step "toolchain ready in $BIN"

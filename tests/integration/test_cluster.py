@@ -1,9 +1,14 @@
-"""Multi-node training as a cluster runs it, in processes (tests/cluster): the train component
-creates a TrainJob (or PyTorchJob) on a real kube-apiserver; the harness plays Kubeflow
+"""The cluster as it runs us, in processes (tests/cluster), on a real kube-apiserver.
+
+Training: the train component creates a TrainJob (or PyTorchJob); the harness plays Kubeflow
 Trainer, JobSet and the kubelet, running each pod's container with its own command, env, user,
 read-only root and private volumes; the pods train with gloo against the local S3 and MLflow.
+Serving: the deploy step's rollout creates an InferenceService; the harness plays KServe,
+Knative and the kubelet: the storage initializer fetches the registered version from S3, our
+ServingRuntime's container serves it, the rollout tests it with held-out reviews.
 
-About 4 minutes on 2 cores (two 2-node x 2-process trainings, a failing job, a probe pod).
+About 5 minutes on 2 cores (two 2-node x 2-process trainings, a failing job, a probe pod, a
+predictor pod).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 from kfp.dsl import Artifact, Dataset, Metrics, Model
@@ -248,3 +254,109 @@ def test_data_and_outputs_of_the_job_are_under_the_runs_prefix(trainjob_run, set
     keys = {o.key for o in storage.list_objects(base)}
     prefix = parse_s3_uri(base).key
     assert f"{prefix}data/stats.json" in keys and f"{prefix}model/results.json" in keys
+
+
+# ---- serving: the predictor pod as KServe runs it ---------------------------------------------
+@pytest.fixture(scope="module")
+def served(cluster, trained, splits, settings, storage, stack, apiserver):  # noqa: F811
+    """A registered version's S3 copy served through an InferenceService the deploy step's
+    Rollout creates: KServe's storage initializer, our ServingRuntime, the held-out check."""
+    from kubernetes import client
+
+    from components.common.inference import Classifier
+    from components.deploy.inferenceservice import Rollout, ServiceSpec
+    from components.deploy.local import held_set_check, predict_url
+    from components.evaluate.job import smoke_set
+
+    custom, core = _api(apiserver)
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in kustomize("manifests/overlays/eks")}
+    runtime = objs[("ServingRuntime", "review-classifier")]
+    # the image `make deploy` sets (kustomize images), as the TrainJob's
+    runtime["spec"]["containers"][0]["image"] = f"{IMAGE_REGISTRY}/serve:{IMAGE_TAG}"
+    custom.create_namespaced_custom_object("serving.kserve.io", "v1alpha1", NAMESPACE,
+                                           "servingruntimes", runtime)  # fmt: skip
+    sa = objs[("ServiceAccount", "review-classifier-serving")]
+    # KServe reads an S3-compatible endpoint from the service account (pkg/credentials/s3)
+    sa["metadata"]["annotations"].update({
+        "serving.kserve.io/s3-endpoint": f"s3.{NAMESPACE}.svc.cluster.local:"
+        f"{stack.s3_endpoint.rsplit(':', 1)[1]}", "serving.kserve.io/s3-usehttps": "0"})  # fmt: skip
+    client.CoreV1Api(apiserver.api_client()).create_namespaced_service_account(NAMESPACE, sa)
+    uri = f"s3://{settings.data_bucket}/tests/registered/7/artifacts/model"
+    storage.upload_dir(trained["model_dir"], uri + "/")
+    import pandas as pd
+
+    test = pd.read_parquet(splits[0] / "test")
+    texts, y = test["review_body"].tolist()[:200], test["label"].to_numpy()[:200]
+    model = Classifier(trained["model_dir"])
+    probs = np.asarray([[p.probabilities[label] for label in model.labels]
+                        for p in model.predict(texts)])  # fmt: skip
+    held = smoke_set(texts, y, probs, model.labels)
+    name, checked, promoted = "rc-serve", [], []
+    spec = ServiceSpec(name=name, storage_uri=uri, gpus=0, cpu="1", memory="2Gi",
+                       model_version="7")  # fmt: skip
+
+    def check(url):
+        checked.append(url)
+        return held_set_check(predict_url(url, name), held)
+
+    result = Rollout(custom, poll_s=0.3, timeout_s=240).run(
+        spec, check=check, on_promote=lambda: promoted.append("7")
+    )
+    return {"result": result, "checked": checked, "promoted": promoted, "uri": uri,
+            "name": name, "held": held}  # fmt: skip
+
+
+def test_the_rollout_tested_the_new_revision_with_held_out_reviews(served):
+    assert served["result"].revision == "rc-serve-predictor-00001"
+    assert served["promoted"] == ["7"] and len(served["checked"]) == 1
+    assert len(served["held"]) == 16 and len({row["text"] for row in served["held"]}) == 16
+
+
+def test_predictor_pod_serves_the_registered_bytes_non_root_read_only(served, cluster, storage,
+                                                                      apiserver):  # noqa: F811  # fmt: skip
+    import hashlib
+
+    from components.common.storage import parse_s3_uri
+
+    run = cluster.revision_pods[served["result"].revision]
+    pod = _api(apiserver)[1].read_namespaced_pod(run.name, NAMESPACE)
+    (init,) = pod.spec.init_containers
+    assert init.name == "storage-initializer" and init.args == [served["uri"], "/mnt/models"]
+    main = pod.spec.containers[0]
+    assert f"--model_name={served['name']}" in main.args  # {{.Name}} rendered
+    assert any(m.mount_path == "/mnt/models" and m.read_only for m in main.volume_mounts)
+    assert (
+        main.security_context.read_only_root_filesystem
+        and main.security_context.run_as_user == 10001
+    )
+    served_dir = run.workdir / "volumes" / "kserve-provision-location"
+    prefix = parse_s3_uri(served["uri"] + "/").key
+    objects = storage.list_objects(served["uri"] + "/")
+    assert objects
+    for obj in objects:
+        local = served_dir / obj.key[len(prefix) :]
+        want = hashlib.sha256(
+            storage.get_bytes(f"s3://{parse_s3_uri(served['uri']).bucket}/{obj.key}")
+        )
+        assert hashlib.sha256(local.read_bytes()).hexdigest() == want.hexdigest(), obj.key
+
+
+def test_predictor_pod_answers_v1_v2_and_metrics(served, cluster):
+    import urllib.request
+
+    base = f"http://{cluster.revision_pods[served['result'].revision].ip}:8080"
+    name = served["name"]
+    body = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                   "data": ["Broke after a day, waste of money."]}]}).encode()  # fmt: skip
+    req = urllib.request.Request(f"{base}/v2/models/{name}/infer", body,
+                                 {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (the pod)
+        answer = json.loads(r.read())
+    assert answer["model_name"] == name and answer["outputs"]
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:  # noqa: S310
+        assert r.status == 200 and b"# TYPE" in r.read()
+    bad = urllib.request.Request(f"{base}/v1/models/{name}:predict", b'{"instances": [42]}',
+                                 {"Content-Type": "application/json"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(bad, timeout=30)  # noqa: S310
+    assert err.value.code == 400
