@@ -31,7 +31,12 @@ def deploy(
 
     from components.common.logs import configure_logging
     from components.common.settings import Settings
-    from components.deploy.local import held_set_check, predict_url, start_local_predictor
+    from components.deploy.local import (
+        fetch_registered,
+        held_set_check,
+        predict_url,
+        start_local_predictor,
+    )
     from components.evaluate.registry import promote
 
     configure_logging()
@@ -42,7 +47,10 @@ def deploy(
         return held_set_check(predict_url(base, service_name), held, min_agreement)
 
     if target == "local":
-        service = start_local_predictor(model.path, service_name)
+        # the registered version's own bytes when there is one (as KServe serves on a cluster)
+        source = (fetch_registered(model_storage_uri, name, registered_version)
+                  if model_storage_uri else model.path)  # fmt: skip
+        service = start_local_predictor(str(source), service_name)
         check(service.url.split("/v1/")[0])
         if registered_version:
             promote(name, registered_version)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import urllib.request
+from pathlib import Path
 
 from components.common.errors import PlatformError
 from components.common.localstack import (
@@ -19,6 +21,7 @@ from components.common.localstack import (
 )
 
 logger = logging.getLogger(__name__)
+SERVED_FROM = "served_from.json"  # beside the model files: which registered version they are
 
 
 def predict_url(base: str, name: str) -> str:
@@ -51,6 +54,27 @@ def start_local_predictor(
         raise
     stack.register(service)
     return service
+
+
+def fetch_registered(storage_uri: str, name: str, version: str,
+                     stack: LocalStack | None = None) -> Path:  # fmt: skip
+    """The registered version's files, from its storageUri, into the state directory.
+
+    What KServe's storage initializer reads on a cluster, here into
+    ``<state dir>/models/<name>/<version>/``: the local predictor serves what the gate approved
+    and the registry holds, not the training step's copy.
+    """
+    from components.common.storage import S3Storage
+
+    stack = stack or LocalStack()
+    dest = stack.state_dir / "models" / name / (version or "unregistered")
+    if dest.exists():
+        shutil.rmtree(dest)
+    uri = storage_uri.rstrip("/") + "/"
+    if not S3Storage().download_prefix(uri, dest):
+        raise PlatformError(f"the registered model at {uri} holds no files")
+    (dest / SERVED_FROM).write_text(json.dumps({"storage_uri": storage_uri, "version": version}))
+    return dest
 
 
 def model_ready(url: str) -> bool:

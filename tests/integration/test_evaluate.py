@@ -5,6 +5,7 @@ import json
 import mlflow
 import pytest
 
+from components.common.settings import Settings
 from components.evaluate.gate import GateConfig
 from components.evaluate.job import EvalConfig, run_evaluation
 from components.evaluate.registry import CHAMPION, promote, version_by_alias
@@ -45,7 +46,14 @@ def test_passing_run_registers_with_lineage_then_champion_is_compared(
     mv = client.get_model_version(NAME, version)
     assert mv.tags["kfp_run_id"] == "kfp-run-1"
     assert mv.tags["training_run_id"] == trained["results"]["mlflow_run_id"]
-    assert len(mv.tags["data_version"]) == 16 and mv.tags["code_version"]
+    stats = json.loads((trained["data"] / "stats.json").read_text())
+    assert mv.tags["data_version"] == stats["data_version"] and len(stats["data_version"]) == 16
+    # the image tag these steps run (IMAGE_TAG, the project version by default)
+    assert mv.tags["code_version"] == Settings.from_env().image_tag
+    # the held-out reviews the deploy step will send, with this model's answers
+    assert len(first["smoke_set"]) == 16 and {"text", "label", "score"} <= set(
+        first["smoke_set"][0]
+    )
     assert client.get_model_version_by_alias(NAME, "challenger").version == version
     # the storage URI KServe gets is the save_pretrained directory in S3
     uri = first["model_storage_uri"]

@@ -1,5 +1,6 @@
 """`make pipeline-run`'s embedded default, end to end, as a user runs it."""
 
+import json
 import os
 import re
 import subprocess
@@ -66,7 +67,34 @@ def test_full_run_trains_registers_and_serves(first, state):
     )
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     champion = mlflow.MlflowClient().get_model_version_by_alias("review-classifier", "champion")
-    assert champion.tags["data_version"] and champion.tags["training_run_id"]
+    (stats_key,) = [k for k in keys if k.endswith("stats.json")]
+    stats = json.loads(storage.get_bytes(f"s3://{settings.data_bucket}/{stats_key}"))
+    assert champion.tags["data_version"] == stats["data_version"]
+    assert champion.tags["code_version"] == Settings.from_env({}, dotenv=None).image_tag
+    assert mlflow.MlflowClient().get_run(champion.tags["training_run_id"]).info.status == "FINISHED"
+    # the predictor serves the champion's registered bytes (its storageUri), not another copy
+    model_dir = _served_model_dir(state)
+    served = json.loads((model_dir / "served_from.json").read_text())
+    assert served["version"] == champion.version
+    prefix = served["storage_uri"].rstrip("/") + "/"
+    bucket, key = prefix[5:].split("/", 1)
+    objects = storage.list_objects(prefix)
+    assert objects
+    for obj in objects:
+        local = model_dir / obj.key[len(key) :]
+        assert local.read_bytes() == storage.get_bytes(f"s3://{bucket}/{obj.key}"), obj.key
+
+
+def _served_model_dir(state: Path) -> Path:
+    """The --model_dir of the local predictor the run registered with its stack."""
+    import psutil
+
+    info = LocalStack(state, Settings.from_env({}, dotenv=None)).status()
+    for service in info.services.values():
+        if service.name.startswith("predictor-"):
+            argv = psutil.Process(service.pid).cmdline()
+            return Path(argv[argv.index("--model_dir") + 1])
+    raise AssertionError(f"no predictor in {list(info.services)}")
 
 
 def test_second_run_reuses_the_cached_ingest(first, state):
