@@ -30,7 +30,8 @@ what would act on them, following each project's documented behaviour:
   ``AWS_ENDPOINT_URL``, ``S3_ENDPOINT``, ``S3_USE_HTTPS``); the status follows
   :mod:`tests.cluster.kserve`, a revision being ready when its model answers ``ready`` on
   ``/v1/models/<name>`` (the readiness probe) and failed when its container exits. A tag's URL
-  is the revision pod's address (no Knative router here).
+  is the revision pod's address (no Knative router here). Pods share the host's network
+  namespace and the predictor binds 0.0.0.0:8080: one predictor pod at a time.
 - **Training Operator v1** for a ``PyTorchJob`` (kubeflow/trainer v1.9.4,
   ``pkg/controller.v1/pytorch/envvar.go``, ``master.go``): pods ``<job>-master-0`` and
   ``<job>-worker-<i>``, each behind a Service of its name; ``MASTER_ADDR``/``PET_MASTER_ADDR``
@@ -58,6 +59,7 @@ from pathlib import Path
 from tests.cluster.kserve import KServeModel
 from tests.cluster.kubelet import NODE, LogServer, register_node
 from tests.cluster.pods import PodConfigError, PodRun
+from tests.cluster.proxy import PortForward
 
 logger = logging.getLogger(__name__)
 TRAINER = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
@@ -119,6 +121,8 @@ class Cluster:
         self.jobs: dict[tuple[str, str], JobRun] = {}
         self.isvcs: dict[str, KServeModel] = {}
         self.revision_pods: dict[str, PodRun] = {}
+        self.forwards: dict[str, PortForward] = {}
+        self.bare: dict[str, PodRun] = {}
         self.pods: dict[str, PodRun] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -136,6 +140,8 @@ class Cluster:
     def stop(self) -> None:
         self._stop.set()
         self.thread.join(timeout=10)
+        for forward in self.forwards.values():
+            forward.stop()
         for pod in list(self.pods.values()):
             pod.cleanup()
         self.logs.stop()
@@ -161,6 +167,7 @@ class Cluster:
 
     def _reconcile(self) -> None:
         self._reconcile_inference_services()
+        self._reconcile_bare_pods()
         seen = set()
         for kind, (group, version, plural) in (("TrainJob", TRAINER), ("PyTorchJob", PYTORCH)):
             items = self.custom.list_namespaced_custom_object(group, version, self.namespace,
@@ -480,6 +487,20 @@ class Cluster:
     def _reconcile_inference_services(self) -> None:
         items = self.custom.list_namespaced_custom_object(*KSERVE[:2], self.namespace,
                                                           KSERVE[2])["items"]  # fmt: skip
+        for gone in set(self.isvcs) - {o["metadata"]["name"] for o in items}:
+            model = self.isvcs.pop(gone)  # deleted: its revisions' pods go with it
+            for revision, _ in model.revisions:
+                run = self.revision_pods.pop(revision, None)
+                if run is not None:
+                    forward = self.forwards.pop(run.ip, None)
+                    if forward:
+                        forward.stop()
+                    run.cleanup()
+                    self.pods.pop(run.name, None)
+                    try:
+                        self.core.delete_namespaced_pod(run.name, self.namespace)
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
         for obj in items:
             name = obj["metadata"]["name"]
             model = self.isvcs.setdefault(name, KServeModel(name, self.namespace))
@@ -497,12 +518,25 @@ class Cluster:
                 if state == "failed":
                     model.healthy[uri] = False
             obj["status"] = model.tick()
+            self._route(name, model)
             try:
                 self.custom.replace_namespaced_custom_object_status(
                     *KSERVE[:2], self.namespace, KSERVE[2], name, obj
                 )
             except Exception:  # noqa: BLE001 - a newer spec came in: next round
                 logger.debug("status of %s not written", name)
+
+    def _route(self, name: str, model: KServeModel) -> None:
+        """The predictor's in-cluster Service name to the rolled-out revision's pod, port 80 to
+        8080 (Knative's ``<name>-predictor`` Service, its activator and queue-proxy)."""
+        run = self.revision_pods.get(model.rolled)
+        if run is None:
+            return
+        for host in (f"{name}-predictor.{self.namespace}.svc.cluster.local",
+                     f"{name}-predictor.{self.namespace}.svc"):  # fmt: skip
+            self.hosts[host] = run.ip
+        if run.ip not in self.forwards:
+            self.forwards[run.ip] = PortForward(run.ip, 80, 8080)
 
     def _revision_state(self, run: PodRun | None, name: str) -> str:
         import urllib.request
@@ -587,3 +621,33 @@ class Cluster:
                             {"name": "kserve-provision-location", "emptyDir": {}}],
             },
         }  # fmt: skip
+
+    # ---- Pods created directly (a helm test hook): the scheduler binds, the kubelet runs -----
+    def _reconcile_bare_pods(self) -> None:
+        for pod in self.core.list_namespaced_pod(self.namespace).items:
+            name = pod.metadata.name
+            if pod.spec.node_name is None and name not in self.bare:
+                self.core.create_namespaced_pod_binding(name, self.namespace, {
+                    "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}},
+                    _preload_content=False)  # fmt: skip
+                obj = self.core.api_client.sanitize_for_serialization(pod)
+                configmaps = {cm.metadata.name: dict(cm.data or {}) for cm in
+                              self.core.list_namespaced_config_map(self.namespace).items}  # fmt: skip
+                sa = self._service_account(obj["spec"].get("serviceAccountName", "default"))
+                run = PodRun(obj, f"127.0.{self._ip_block()}.2", self.hosts, configmaps,
+                             self.workdir / name, sa, self.extra_env, self.image_check)  # fmt: skip
+                run.workdir.mkdir(parents=True, exist_ok=True)
+                self.bare[name] = self.pods[name] = run
+                try:
+                    run.start()
+                except PodConfigError as e:
+                    self._pod_status(run, "Pending", waiting=("CreateContainerConfigError", str(e)))
+                    continue
+                self._pod_status(run, "Running", running=True)
+        for run in list(self.bare.values()):
+            code = run.proc.poll() if run.proc else None
+            if code is not None and not getattr(run, "reported", False):
+                run.reported = True
+                self._pod_status(run, "Succeeded" if code == 0 else "Failed",
+                                 terminated=(code, "Completed" if code == 0 else "Error"))  # fmt: skip

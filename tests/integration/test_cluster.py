@@ -360,3 +360,55 @@ def test_predictor_pod_answers_v1_v2_and_metrics(served, cluster):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(bad, timeout=30)  # noqa: S310
     assert err.value.code == 400
+
+
+def test_the_charts_rendering_serves_and_its_helm_test_passes(served, cluster, settings, apiserver,  # noqa: F811
+                                                              tmp_path):  # fmt: skip
+    """`helm install` of charts/review-classifier with the same registered version, then its
+    `helm test` hook pod, both run by the harness."""
+    import subprocess
+
+    from tests.k8s.conftest import load_all, tool
+
+    custom, core = _api(apiserver)
+    # one predictor at a time here (pods share the host's network): the first one goes
+    custom.delete_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
+                                           "inferenceservices", served["name"])  # fmt: skip
+    deadline = time.monotonic() + 30
+    while served["result"].revision in cluster.revision_pods and time.monotonic() < deadline:
+        time.sleep(0.2)
+    rendered = load_all(subprocess.run(
+        [tool("helm"), "template", "rc", "charts/review-classifier", "--namespace", NAMESPACE,
+         "--set", f"storageUri={served['uri']}", "--set", "gpus=0",
+         "--set", f"image.repository={IMAGE_REGISTRY}/serve", "--set", f"image.tag={IMAGE_TAG}",
+         "--set", "serviceAccount.create=false",
+         "--set", "serviceAccount.name=review-classifier-serving"],
+        capture_output=True, text=True, check=True, cwd=ROOT).stdout)  # fmt: skip
+    by_kind = {o["kind"]: o for o in rendered}
+    custom.create_namespaced_custom_object("serving.kserve.io", "v1alpha1", NAMESPACE,
+                                           "servingruntimes", by_kind["ServingRuntime"])  # fmt: skip
+    isvc = by_kind["InferenceService"]
+    custom.create_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
+                                           "inferenceservices", isvc)  # fmt: skip
+    name = isvc["metadata"]["name"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        obj = custom.get_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
+                                                  "inferenceservices", name)  # fmt: skip
+        if any(c["type"] == "Ready" and c["status"] == "True"
+               for c in (obj.get("status") or {}).get("conditions", [])):  # fmt: skip
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"{name} never became Ready: {obj.get('status')}")
+    hook = by_kind["Pod"]  # what `helm test rc` creates
+    core.create_namespaced_pod(NAMESPACE, hook)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        phase = core.read_namespaced_pod(hook["metadata"]["name"], NAMESPACE).status.phase
+        if phase in ("Succeeded", "Failed"):
+            break
+        time.sleep(0.5)
+    log = core.read_namespaced_pod_log(hook["metadata"]["name"], NAMESPACE)
+    assert phase == "Succeeded", log
+    assert "star_rating" in log and f"{name}-predictor.{NAMESPACE}.svc.cluster.local" in log
