@@ -51,7 +51,7 @@ def deploy(
         source = (fetch_registered(model_storage_uri, name, registered_version)
                   if model_storage_uri else model.path)  # fmt: skip
         service = start_local_predictor(str(source), service_name)
-        check(service.url.split("/v1/")[0])
+        held_set_check(service.url, held, min_agreement)  # service.url: its predict URL
         if registered_version:
             promote(name, registered_version)
         return service.url

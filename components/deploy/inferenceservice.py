@@ -189,7 +189,6 @@ class RolloutResult:
     action: str  # "created", "promoted", "unchanged"
     url: str
     revision: str = ""
-    checked: dict = field(default_factory=dict)
 
 
 class Rollout:
@@ -252,13 +251,13 @@ class Rollout:
             obj = self._wait_new_revision(ns, name, before=None)
             revision = predictor_status(obj)["latestReadyRevision"]
             url = tagged_url(obj, "latest") or obj["status"].get("url", "")
-            checked = self._check(check, url, revision)  # nothing to roll back to: fail only
+            self._check(check, url, revision)  # nothing to roll back to: fail only
             if on_promote:
                 on_promote()
-            return RolloutResult("created", obj["status"].get("url", ""), revision, checked)
+            return RolloutResult("created", obj["status"].get("url", ""), revision)
         before = predictor_status(current).get("latestCreatedRevision")
         if current["spec"]["predictor"]["model"]["storageUri"] == spec.storage_uri:
-            return self._promote(spec, current, check, on_promote, "unchanged")
+            return self._promote(spec, current, on_promote, "unchanged")
         canary = spec.canary_percent if spec.canary_percent is not None else 10
         body = build_inference_service(ServiceSpec(**{**spec.__dict__, "canary_percent": canary}))
         self._patch(ns, name, {"metadata": {"annotations": body["metadata"]["annotations"]},
@@ -278,7 +277,7 @@ class Rollout:
         except PlatformError as e:
             self.rollback(ns, name)
             raise PlatformError(f"canary rolled back: {e}") from e
-        return self._promote(spec, obj, check, on_promote, "promoted")
+        return self._promote(spec, obj, on_promote, "promoted")
 
     def _wait_new_revision(self, ns: str, name: str, before: str | None) -> dict:
         """A revision newer than ``before`` exists, is the latest ready one, Ready=True."""
@@ -299,15 +298,14 @@ class Rollout:
         return self._wait(ns, name, f"InferenceService {ns}/{name}: a new ready revision",
                           done, failed)  # fmt: skip
 
-    def _check(self, check: Callable[[str], Any], url: str, revision: str) -> dict:
+    def _check(self, check: Callable[[str], Any], url: str, revision: str) -> None:
         try:
             result = check(url)
         except PlatformError as e:
             raise PlatformError(f"revision {revision} at {url}: {e}") from e
         logger.info("revision %s answered the held-out reviews at %s: %s", revision, url, result)
-        return result if isinstance(result, dict) else {}
 
-    def _promote(self, spec, obj, check, on_promote, action) -> RolloutResult:  # noqa: ANN001
+    def _promote(self, spec, obj, on_promote, action) -> RolloutResult:  # noqa: ANN001
         ns, name = spec.namespace, spec.name
         revision = predictor_status(obj).get("latestReadyRevision", "")
         # KServe's promotion: no canaryTrafficPercent, the latest ready revision gets 100%.

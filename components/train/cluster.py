@@ -63,6 +63,20 @@ class ClusterSpec:
     config_map: str = TRAINING_CONFIG_MAP
     env: dict[str, str] = field(default_factory=dict)
 
+    def resources(self) -> dict:
+        """Requests = limits per node: CPU, memory and, on GPU nodes, the GPUs."""
+        limits = {"cpu": self.cpu, "memory": self.memory}
+        if self.gpus_per_node:
+            limits["nvidia.com/gpu"] = str(self.gpus_per_node)
+        return {"requests": dict(limits), "limits": dict(limits)}
+
+    def apply_to_pod(self, pod: dict) -> None:
+        """The pod-level settings: service account; CPU nodes lose the GPU scheduling."""
+        pod["serviceAccountName"] = self.service_account
+        if not self.gpus_per_node:
+            pod.pop("nodeSelector", None)
+            pod.pop("tolerations", None)
+
     def __post_init__(self) -> None:
         if self.num_nodes < 2:
             raise ConfigurationError(
@@ -124,9 +138,17 @@ def kind_for(launcher: str) -> JobKind:
     raise ConfigurationError(f"launcher {launcher!r} is not one of: {', '.join(LAUNCHERS)}")
 
 
-def condition_text(cond: dict) -> str:
-    reason, message = cond.get("reason") or "", cond.get("message") or ""
-    return f"{reason}: {message}" if reason and message else reason or message
+def terminal_condition(job: dict, succeeded: str) -> tuple[str | None, str]:
+    """A job's end from its conditions: ("Succeeded" | "Failed" | None, "<reason>: <message>").
+
+    ``succeeded`` is the launcher's own name for success (TrainJob: Complete).
+    """
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in (succeeded, "Failed"):
+            reason, message = cond.get("reason") or "", cond.get("message") or ""
+            text = f"{reason}: {message}" if reason and message else reason or message
+            return ("Succeeded" if cond["type"] == succeeded else "Failed"), text
+    return None, ""
 
 
 def kube_clients() -> tuple[Any, Any]:

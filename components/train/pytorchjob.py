@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 
-from components.train.cluster import TORCHRUN, ClusterSpec, condition_text, load_template
+from components.train.cluster import TORCHRUN, ClusterSpec, load_template, terminal_condition
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
 CONTAINER = "pytorch"
@@ -28,10 +28,7 @@ def render_pytorchjob(spec: ClusterSpec) -> dict:
         replica = replicas[role] = copy.deepcopy(master) if role == "Worker" else master
         replica["replicas"] = count
         pod = replica["template"]["spec"]
-        pod["serviceAccountName"] = spec.service_account
-        if not spec.gpus_per_node:  # CPU nodes: no GPU node selector or toleration
-            pod.pop("nodeSelector", None)
-            pod.pop("tolerations", None)
+        spec.apply_to_pod(pod)
         container = pod["containers"][0]
         container["image"] = spec.image
         container["command"] = list(TORCHRUN)
@@ -41,10 +38,7 @@ def render_pytorchjob(spec: ClusterSpec) -> dict:
             *container.get("env", []),
             *({"name": k, "value": v} for k, v in sorted(spec.env.items())),
         ]
-        limits = {"cpu": spec.cpu, "memory": spec.memory}
-        if spec.gpus_per_node:
-            limits["nvidia.com/gpu"] = str(spec.gpus_per_node)
-        container["resources"] = {"requests": dict(limits), "limits": dict(limits)}
+        container["resources"] = spec.resources()
     return job
 
 
@@ -55,10 +49,7 @@ class PyTorchJobKind:
         return render_pytorchjob(spec)
 
     def terminal(self, job: dict) -> tuple[str | None, str]:
-        for cond in (job.get("status") or {}).get("conditions") or []:
-            if cond.get("status") == "True" and cond.get("type") in ("Succeeded", "Failed"):
-                return cond["type"], condition_text(cond)
-        return None, ""
+        return terminal_condition(job, "Succeeded")
 
     def rank0_selector(self, name: str) -> str:
         return f"training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=master"

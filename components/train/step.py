@@ -107,7 +107,7 @@ def run_train(train_path: str, validation_path: str, stats_path: str, output_dir
     data_arg, out_arg = str(data), output_dir
     if num_nodes > 1:
         data_arg, out_arg = cluster_io(data, run_id, checkpoint_uri)
-    args = trainer_args(Path(data_arg) if num_nodes == 1 else data_arg, out_arg, run_id=run_id,
+    args = trainer_args(data_arg, out_arg, run_id=run_id,
                         checkpoint_uri=checkpoint_uri, **params)  # fmt: skip
     launch(args, run_id, num_nodes, gpus_per_node, cpu_processes, image, launcher, job_policy)
     if num_nodes > 1:

@@ -13,7 +13,7 @@ Facts this follows, from kubeflow/trainer v2.3.0 (commit 658725bd):
 from __future__ import annotations
 
 from components.common.settings import PLATFORM_ENV_KEYS
-from components.train.cluster import TORCHRUN, ClusterSpec, condition_text, load_template
+from components.train.cluster import TORCHRUN, ClusterSpec, load_template, terminal_condition
 
 GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
 RUNTIME = "torch-distributed"
@@ -34,17 +34,10 @@ def render_trainjob(spec: ClusterSpec) -> dict:
           for key in PLATFORM_ENV_KEYS),
         *({"name": k, "value": v} for k, v in sorted(spec.env.items())),
     ]  # fmt: skip
-    limits = {"cpu": spec.cpu, "memory": spec.memory}
-    if spec.gpus_per_node:
-        limits["nvidia.com/gpu"] = str(spec.gpus_per_node)
-    trainer["resourcesPerNode"] = {"requests": dict(limits), "limits": dict(limits)}
+    trainer["resourcesPerNode"] = spec.resources()
     (patch,) = job["spec"]["runtimePatches"]
     (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
-    pod = node["template"]["spec"]["template"]["spec"]
-    pod["serviceAccountName"] = spec.service_account
-    if not spec.gpus_per_node:  # CPU nodes: no GPU node selector or toleration
-        pod.pop("nodeSelector", None)
-        pod.pop("tolerations", None)
+    spec.apply_to_pod(node["template"]["spec"]["template"]["spec"])
     return job
 
 
@@ -55,11 +48,7 @@ class TrainJobKind:
         return render_trainjob(spec)
 
     def terminal(self, job: dict) -> tuple[str | None, str]:
-        for cond in (job.get("status") or {}).get("conditions") or []:
-            if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
-                state = "Succeeded" if cond["type"] == "Complete" else "Failed"
-                return state, condition_text(cond)
-        return None, ""
+        return terminal_condition(job, "Complete")
 
     def rank0_selector(self, name: str) -> str:
         return f"jobset.sigs.k8s.io/jobset-name={name},batch.kubernetes.io/job-completion-index=0"

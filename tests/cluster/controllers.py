@@ -193,10 +193,7 @@ class Cluster:
             self.jobs[(kind, name)] = JobRun(kind, self.namespace, name, [], 0, done=True)
             self._finish(self.jobs[(kind, name)], False, "CreateContainerConfigError", str(e))
             return
-        configmaps = {
-            cm.metadata.name: dict(cm.data or {})
-            for cm in self.core.list_namespaced_config_map(self.namespace).items
-        }
+        configmaps = self._configmaps()
         job = JobRun(kind, self.namespace, name, [], backoff)
         all_hosts = {**self.hosts, **hosts}
         for pod, ip in pods:
@@ -218,6 +215,11 @@ class Cluster:
         if kind == "PyTorchJob" and not job.done:
             self._set_job_status(job, "Running", "PyTorchJobRunning",
                                  f"PyTorchJob {name} is running.")  # fmt: skip
+
+    def _configmaps(self) -> dict[str, dict[str, str]]:
+        """The namespace's ConfigMaps as the kubelet reads them when it starts a pod."""
+        return {cm.metadata.name: dict(cm.data or {})
+                for cm in self.core.list_namespaced_config_map(self.namespace).items}  # fmt: skip
 
     def _service_account(self, name: str) -> dict:
         try:
@@ -554,8 +556,7 @@ class Cluster:
     def _start_revision(self, isvc: dict, revision: str, uri: str, model: KServeModel) -> None:
         pod = self._predictor_pod(isvc, revision, uri)
         ip = f"127.0.{self._ip_block()}.2"
-        configmaps = {cm.metadata.name: dict(cm.data or {})
-                      for cm in self.core.list_namespaced_config_map(self.namespace).items}  # fmt: skip
+        configmaps = self._configmaps()
         sa = self._service_account(pod["spec"].get("serviceAccountName", "default"))
         run = PodRun(pod, ip, dict(self.hosts), configmaps, self.workdir / pod["metadata"]["name"],
                      sa, self.extra_env, self.image_check)  # fmt: skip
@@ -632,8 +633,7 @@ class Cluster:
                     "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}},
                     _preload_content=False)  # fmt: skip
                 obj = self.core.api_client.sanitize_for_serialization(pod)
-                configmaps = {cm.metadata.name: dict(cm.data or {}) for cm in
-                              self.core.list_namespaced_config_map(self.namespace).items}  # fmt: skip
+                configmaps = self._configmaps()
                 sa = self._service_account(obj["spec"].get("serviceAccountName", "default"))
                 run = PodRun(obj, f"127.0.{self._ip_block()}.2", self.hosts, configmaps,
                              self.workdir / name, sa, self.extra_env, self.image_check)  # fmt: skip

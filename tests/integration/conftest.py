@@ -55,8 +55,7 @@ def splits(tmp_path_factory) -> tuple[Path, float]:
     return out, manifest.max_accuracy
 
 
-def run_training(nproc: int, args: list[str], tmp: Path, max_restarts: int = 0,
-                 env: dict | None = None):  # fmt: skip
+def run_training(nproc: int, args: list[str], tmp: Path, max_restarts: int = 0):
     """Start torchrun with our trainer; its output goes to a log file beside ``tmp``."""
     import subprocess
 
@@ -65,8 +64,7 @@ def run_training(nproc: int, args: list[str], tmp: Path, max_restarts: int = 0,
     argv = torchrun_argv(nproc, args, max_restarts=max_restarts)
     log = tmp / f"torchrun-{nproc}-{len(list(tmp.glob('torchrun-*')))}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     proc.log_path = log
     return proc
 

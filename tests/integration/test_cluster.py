@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pytest
 import yaml
 from kfp.dsl import Artifact, Dataset, Metrics, Model
@@ -266,7 +265,7 @@ def served(cluster, trained, splits, settings, storage, stack, apiserver):  # no
     from components.common.inference import Classifier
     from components.deploy.inferenceservice import Rollout, ServiceSpec
     from components.deploy.local import held_set_check, predict_url
-    from components.evaluate.job import smoke_set
+    from components.evaluate.job import predict_probs, smoke_set
 
     custom, core = _api(apiserver)
     objs = {(o["kind"], o["metadata"]["name"]): o for o in kustomize("manifests/overlays/eks")}
@@ -288,9 +287,7 @@ def served(cluster, trained, splits, settings, storage, stack, apiserver):  # no
     test = pd.read_parquet(splits[0] / "test")
     texts, y = test["review_body"].tolist()[:200], test["label"].to_numpy()[:200]
     model = Classifier(trained["model_dir"])
-    probs = np.asarray([[p.probabilities[label] for label in model.labels]
-                        for p in model.predict(texts)])  # fmt: skip
-    held = smoke_set(texts, y, probs, model.labels)
+    held = smoke_set(texts, y, predict_probs(model, texts, 32), model.labels)
     name, checked, promoted = "rc-serve", [], []
     spec = ServiceSpec(name=name, storage_uri=uri, gpus=0, cpu="1", memory="2Gi",
                        model_version="7")  # fmt: skip
