@@ -259,7 +259,11 @@ class LocalStack:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = self.state_dir / "logs" / "s3.log"
-        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        # moto's server, with every bucket mirrored under the state directory (kept across
+        # restarts: MLflow's database there points at model files in it)
+        argv = [sys.executable, "-m", "pipelines.s3server", "-H", "127.0.0.1", "-p", str(port),
+                "--data-dir", str(self.state_dir / "s3"),
+                "--region", self.settings.aws_region]  # fmt: skip
         pid = spawn("s3 (moto server)", argv, log, self._base_env())
         service = Service("s3", pid, url, f"{url}/moto-api/", str(log))
         info.services["s3"] = service

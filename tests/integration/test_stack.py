@@ -122,3 +122,44 @@ def test_ctrl_c_during_start_up_leaves_nothing_behind(tmp_path):
     assert proc.returncode == 130 and "interrupted" in err
     assert not any(process_alive(pid) or group_alive(pid) for pid in pids.values())
     assert not state.exists()
+
+
+@pytest.mark.slow
+def test_s3_objects_survive_a_killed_server(tmp_path):
+    """A restarted stack finds every object a client was told was written (kill -9 included)."""
+    import signal
+
+    from components.common.settings import Settings
+    from pipelines.stack import LocalStack
+
+    stack = LocalStack(tmp_path, Settings.from_env({}, dotenv=None))
+    info = stack.up()
+    env = info.client_env(stack.settings)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        settings = Settings.from_env(dotenv=None)
+        storage = S3Storage(settings)
+        bucket = settings.data_bucket
+        big = os.urandom(12 * MiB)  # multipart (threshold 8 MiB)
+        (tmp_path / "big.bin").write_bytes(big)
+        storage.upload_file(tmp_path / "big.bin", f"s3://{bucket}/a/big.bin")
+        storage.put_bytes(f"s3://{bucket}/a", b"a key that is a prefix of others")
+        storage.put_bytes(f"s3://{bucket}/a/gone.txt", b"deleted before the kill")
+        storage.delete_prefix(f"s3://{bucket}/a/gone")
+        storage.put_bytes(f"s3://{bucket}/a/small.txt", b"first")
+        storage.put_bytes(f"s3://{bucket}/a/small.txt", b"second")  # overwritten
+        os.kill(info.services["s3"].pid, signal.SIGKILL)
+        stack.down()
+        info = stack.up()
+        os.environ.update(info.client_env(stack.settings))
+        storage = S3Storage(Settings.from_env(dotenv=None))
+        keys = sorted(o.key for o in storage.list_objects(f"s3://{bucket}/a"))
+        assert keys == ["a", "a/big.bin", "a/small.txt"]
+        assert storage.get_bytes(f"s3://{bucket}/a/big.bin") == big
+        assert storage.get_bytes(f"s3://{bucket}/a/small.txt") == b"second"
+        assert storage.get_bytes(f"s3://{bucket}/a") == b"a key that is a prefix of others"
+    finally:
+        stack.down()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

@@ -97,7 +97,11 @@ def _served_model_dir(state: Path) -> Path:
     raise AssertionError(f"no predictor in {list(info.services)}")
 
 
-def test_second_run_reuses_the_cached_ingest(first, state):
+def test_second_run_after_a_stack_restart_reuses_the_cache_and_the_registry(first, state):
+    # what a user does the next morning: stack-down, stack-up, pipeline-run. The S3 server keeps
+    # its objects under the state dir, so the cached ingest's splits and the champion's files
+    # (MLflow's database points at them) are still there.
+    LocalStack(state, Settings.from_env({}, dotenv=None)).down()
     second = _run(state)
     assert re.search(r"ingest\s+│\s+CACHED", second)
     assert re.search(r"validate\s+│\s+CACHED", second)
