@@ -10,6 +10,7 @@ its URL and, with ``--wait``, follow it and exit non-zero if it fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +55,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 @dataclass
 class StepLog:
-    """Status and wall time of each pipeline task, read from kfp.local's log records."""
+    """Status and wall time of each pipeline task, read from kfp.local's log records.
+
+    ``on_change(name, step)`` is called when a task starts, is a cache hit or finishes.
+    """
 
     steps: dict[str, dict] = field(default_factory=dict)
+    on_change: Callable[[str, dict], None] | None = None
 
     def handle(self, message: str) -> None:
         message = _ANSI.sub("", message)
@@ -67,10 +73,121 @@ class StepLog:
             step = self.steps.setdefault(m.group(1), {"start": time.perf_counter()})
             step["status"] = m.group(2)
             step["seconds"] = round(time.perf_counter() - step.pop("start"), 1)
+        else:
+            return
+        if self.on_change:
+            self.on_change(m.group(1), self.steps[m.group(1)])
 
     @property
     def running(self) -> str | None:
         return next((n for n, s in self.steps.items() if s["status"] == "RUNNING"), None)
+
+
+class StepFiles:
+    """A stdout/stderr stand-in that writes what a running pipeline prints into one file per step.
+
+    kfp.local prints each task's subprocess output (Spark's JVM notices, torchrun, the executor
+    JSON) with ``print`` and logs through ``sys.stdout``; with this in their place, all of it
+    lands in ``<directory>/<task>.log`` (``pipeline.log`` outside any task) and the terminal
+    keeps only the progress lines.
+    """
+
+    encoding = "utf-8"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.paths: dict[str, Path] = {}
+        self._file = self._open("pipeline")
+
+    def _open(self, name: str) -> Any:
+        path = self.paths[name] = self.directory / f"{name}.log"
+        return path.open("a", encoding="utf-8", buffering=1)
+
+    def switch(self, name: str) -> None:
+        self._file.close()
+        self._file = self._open(name)
+
+    def write(self, text: str) -> int:
+        return self._file.write(_ANSI.sub("", text))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def tail(self, name: str, lines: int = 25) -> list[str]:
+        path = self.paths.get(name)
+        if not path or not path.is_file():
+            return []
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[StepFiles]:
+        """Send sys.stdout, sys.stderr and the root logger's stream handlers here."""
+        saved = sys.stdout, sys.stderr
+        handlers = [h for h in logging.getLogger().handlers
+                    if isinstance(h, logging.StreamHandler) and h.stream in saved]  # fmt: skip
+        sys.stdout = sys.stderr = self  # type: ignore[assignment]
+        streams = [h.setStream(self) for h in handlers]
+        try:
+            yield self
+        finally:
+            sys.stdout, sys.stderr = saved
+            for handler, stream in zip(handlers, streams, strict=True):
+                handler.setStream(stream)
+            self.close()
+
+
+class StepProgress:
+    """One live line per pipeline step (rich): spinner and elapsed time, then status and seconds."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            redirect_stdout=False,  # StepFiles takes them while the pipeline runs
+            redirect_stderr=False,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, name: str, step: dict) -> None:
+        status = step["status"]
+        if not self.progress.console.is_terminal:  # a log or a pipe: one line per finished step
+            if status != "RUNNING":
+                mark = "✓" if status in ("SUCCESS", "CACHED") else "✗"
+                seconds = step.get("seconds", 0.0)
+                self.progress.console.print(f"{mark} {name:<22} {status.lower():<8} {seconds:.1f}s")
+            return
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(f"{name:<22} running", total=1)
+        task = self.tasks[name]
+        if status == "RUNNING":
+            return
+        colour = {"SUCCESS": "green", "CACHED": "cyan"}.get(status, "red")
+        self.progress.update(task, description=f"{name:<22} [{colour}]{status.lower()}[/]",
+                             completed=1 if status in ("SUCCESS", "CACHED") else 0)  # fmt: skip
+        self.progress.stop_task(task)
+
+    def __enter__(self) -> StepProgress:
+        if self.progress.console.is_terminal:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress.console.is_terminal:
+            self.progress.stop()
 
 
 class _StepWatcher:
@@ -174,7 +291,9 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipelines.stack import LocalStack
 
-    console = Console(soft_wrap=True)  # long paths and URLs stay on one line
+    # the terminal's stdout, kept while the pipeline's own output goes to the step logs;
+    # soft_wrap: long paths and URLs stay on one line
+    console = Console(file=sys.stdout, soft_wrap=True)
     t0, wall0 = time.perf_counter(), time.time()
     stack = LocalStack(settings=settings)
     with console.status("starting the local stack (S3 server, MLflow server)"):
@@ -190,10 +309,11 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
         "checkpoint_uri": f"s3://{settings.data_bucket}/checkpoints/",
         **parse_params(args.param),
     }
-    steps = StepLog()
-    result, error = _run_kfp_local(params, stack.state_dir / "kfp", steps, console)
+    from pipelines.review_classifier import review_classifier
+
+    steps, files, error = run_with_progress(review_classifier, params, stack.state_dir, console)
     seconds = time.perf_counter() - t0
-    return _summarize(console, settings, stack, steps, params, result, error, seconds, wall0)
+    return _summarize(console, settings, stack, steps, params, files, error, seconds, wall0)
 
 
 def _seed_reviews(settings: Settings, rows: int, seed: int, console: Any) -> str:
@@ -215,21 +335,45 @@ def _seed_reviews(settings: Settings, rows: int, seed: int, console: Any) -> str
     return uri
 
 
-def _run_kfp_local(
-    params: dict, root: Path, steps: StepLog, console: Any
-) -> tuple[Any, str | None]:
+def run_with_progress(
+    pipeline: Callable, params: dict, state_dir: Path, console: Any, caching: bool = True
+) -> tuple[StepLog, StepFiles, str | None]:
+    """Run a pipeline with kfp.local, showing one live line per step on ``console``.
+
+    Each step's output goes to ``<state_dir>/logs/run-<time>/<step>.log``. Returns the steps,
+    the files and the error message (None when the run succeeded).
+    """
     from kfp import local
 
-    from pipelines.review_classifier import review_classifier
+    files = StepFiles(state_dir / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}")
+    console.print(f"[bold]Step logs[/] {files.directory}")
+    with StepProgress(console) as progress:
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-               enable_caching=True, raise_on_error=True)  # fmt: skip
-    try:
-        with _StepWatcher(steps):
-            task = review_classifier(**params)
-        return task.output, None
-    except RuntimeError as e:
-        return None, _ANSI.sub("", str(e))
+        def on_change(name: str, step: dict) -> None:
+            if step["status"] == "RUNNING":
+                files.switch(name)  # before kfp.local prints the task's first line
+            progress(name, step)
+
+        steps = StepLog(on_change=on_change)
+        with files.capture():
+            local.init(runner=local.SubprocessRunner(use_venv=False),
+                       pipeline_root=str(state_dir / "kfp"), enable_caching=caching,
+                       raise_on_error=True)  # fmt: skip
+            try:
+                with _StepWatcher(steps):
+                    pipeline(**params)
+                return steps, files, None
+            except RuntimeError as e:
+                return steps, files, _ANSI.sub("", str(e))
+
+
+def print_step_log(console: Any, files: StepFiles, step: str) -> None:
+    """The last lines of a failed step's log and where the whole log is."""
+    tail = files.tail(step)
+    if tail:
+        console.print(f"[bold]Last lines of {step}'s log[/]", style="red")
+        console.print("\n".join(tail), markup=False, highlight=False)
+    console.print(f"[bold]Log of {step}[/] {files.paths.get(step, files.directory)}")
 
 
 def _latest(root: Path, task: str, output: str, since: float | None = None) -> Path | None:
@@ -244,7 +388,7 @@ def _latest(root: Path, task: str, output: str, since: float | None = None) -> P
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def _summarize(console, settings, stack, steps, params, result, error, seconds, started) -> int:
+def _summarize(console, settings, stack, steps, params, files, error, seconds, started) -> int:
     from rich.table import Table
 
     root = stack.state_dir / "kfp"
@@ -301,7 +445,8 @@ def _summarize(console, settings, stack, steps, params, result, error, seconds, 
         report = _latest(root, failed, "report", since=started)
         if report:
             console.print(f"[bold]Report of {failed}[/] {report}")
-        console.print(f"Logs of each step are printed above; outputs under {root}")
+        print_step_log(console, files, failed)
+        console.print(f"Outputs under {root}")
         return 1
     info = stack.read()
     predictor = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -17,14 +18,13 @@ from components.common.settings import Settings
 
 
 def run_local_score(args: argparse.Namespace, settings: Settings) -> int:
-    from kfp import local
     from rich.console import Console
 
     from pipelines.batch_score import batch_score
-    from pipelines.run import _ANSI, StepLog, _latest, _StepWatcher, parse_params
+    from pipelines.run import _latest, parse_params, print_step_log, run_with_progress
     from pipelines.stack import LocalStack
 
-    console = Console(soft_wrap=True)
+    console = Console(file=sys.stdout, soft_wrap=True)  # stdout is the step logs' while running
     if not args.input:
         console.print("[red]batch-score needs --input[/]: an s3:// prefix (or local directory) "
                       "of review TSV/TSV.gz or Parquet files")  # fmt: skip
@@ -44,19 +44,13 @@ def run_local_score(args: argparse.Namespace, settings: Settings) -> int:
         **parse_params(args.param, "batch-score"),
     }  # fmt: skip
     root = stack.state_dir / "kfp"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-               raise_on_error=True)  # fmt: skip
-    steps = StepLog()
-    error = None
-    try:
-        with _StepWatcher(steps):
-            batch_score(**params)
-    except RuntimeError as e:
-        error = _ANSI.sub("", str(e))
+    steps, files, error = run_with_progress(batch_score, params, stack.state_dir, console,
+                                            caching=False)  # fmt: skip
     summary_path = _latest(root, "score", "summary", since=started)
     if error or summary_path is None:
         console.print(f"[bold red]Batch scoring failed[/]: {error or 'no summary written'}")
-        console.print(f"Logs of the step are printed above; outputs under {root}")
+        print_step_log(console, files, next(iter(steps.steps), "score"))
+        console.print(f"Outputs under {root}")
         return 1
     return print_summary(console, json.loads(summary_path.read_text()))
 

@@ -8,14 +8,16 @@ as long as the JVM's start (5 s at 5M rows) and competed with it for the cores.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import logging
+import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.common.errors import InvalidInput
+from components.common.errors import InvalidInput, StorageError
 from components.common.schema import RAW_COLUMNS, RAW_SEPARATOR
 from components.common.storage import S3Storage, is_s3_uri, parse_s3_uri
 
@@ -75,13 +77,36 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+STAGING_HINT = "set TMPDIR to a directory on a larger disk (ingest stages S3 inputs under it)"
+
+
 def stage_inputs(files: list[InputFile], storage: S3Storage, local_dir: Path) -> list[Path]:
-    """Download S3 inputs to ``local_dir`` (the path for Spark runtimes without S3A)."""
+    """Download S3 inputs to ``local_dir`` (the path for Spark runtimes without S3A).
+
+    A disk too small for the inputs is a StorageError naming the directory, what the inputs
+    need and what is free, before anything is downloaded (or when the disk fills meanwhile).
+    """
+    local_dir.mkdir(parents=True, exist_ok=True)
+    need = sum(f.size for f in files)
+    free = shutil.disk_usage(local_dir).free
+    if need > free:
+        raise StorageError(_no_space(local_dir, need, free))
     paths = []
     for index, f in enumerate(files):
         name = f"{index:05d}-{f.uri.rsplit('/', 1)[-1]}"
-        paths.append(storage.download_file(f.uri, local_dir / name))
+        try:
+            paths.append(storage.download_file(f.uri, local_dir / name))
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise StorageError(_no_space(local_dir, need, shutil.disk_usage(local_dir).free)) from e
     return paths
+
+
+def _no_space(directory: Path, need: int, free: int) -> str:
+    mb = 1024 * 1024
+    return (f"no space left in {directory} to stage the S3 inputs: they need {need / mb:,.1f} MB, "
+            f"{free / mb:,.1f} MB free; {STAGING_HINT}")  # fmt: skip
 
 
 def check_raw_file(path: Path, display: str) -> str:

@@ -47,6 +47,7 @@ def launch(args: list[str], run_id: str, num_nodes: int, gpus_per_node: int, cpu
     """
     if num_nodes > 1:
         from components.common.settings import Settings
+        from components.common.tracking import forwarded_env
         from components.train.cluster import ClusterSpec, job_name, run_cluster_job
 
         settings = Settings.from_env()
@@ -54,6 +55,7 @@ def launch(args: list[str], run_id: str, num_nodes: int, gpus_per_node: int, cpu
             name=job_name(run_id), image=image or settings.image("train"), train_args=args,
             namespace=settings.training_namespace, num_nodes=num_nodes,
             procs_per_node=gpus_per_node or cpu_processes, gpus_per_node=gpus_per_node,
+            env=forwarded_env(),  # rank 0 logs into the MLflow run KFP made for this task
         )  # fmt: skip
         run_cluster_job(spec, launcher, job_policy)
         return

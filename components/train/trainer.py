@@ -279,9 +279,10 @@ class Trainer:
         import mlflow
 
         from components.common.settings import Settings
+        from components.common.tracking import start_stage_run
 
-        mlflow.set_experiment(self.cfg.experiment or Settings.from_env().mlflow_experiment)
-        run = mlflow.start_run(run_id=self.state.mlflow_run_id, run_name=self.cfg.run_id)
+        # a resumed checkpoint's run, else the run KFP made for this task, else a new one
+        run = start_stage_run(self.cfg.run_id, self.cfg.experiment, self.state.mlflow_run_id)
         if self.state.mlflow_run_id is None:
             mlflow.log_params(params)
             # code_version: the image tag these pods run (IMAGE_TAG from the platform ConfigMap)

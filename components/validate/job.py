@@ -115,10 +115,9 @@ def _log_to_mlflow(summary: dict, out: Path, data_version: str) -> str:
     """Checks and bias figures as metrics of a ``validate`` run, the report as an artifact."""
     import mlflow
 
-    from components.common.settings import Settings
+    from components.common.tracking import start_stage_run
 
-    mlflow.set_experiment(Settings.from_env().mlflow_experiment)
-    with mlflow.start_run(run_name="validate") as run:
+    with start_stage_run("validate") as run:
         mlflow.set_tags({"stage": "validate", "data_version": data_version,
                          "passed": str(summary["passed"])})  # fmt: skip
         metrics = {"checks_failed": len(summary["failed"]), "checks_total": len(summary["checks"])}

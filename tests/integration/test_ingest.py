@@ -288,3 +288,32 @@ def test_rerun_into_the_same_s3_prefix_replaces_the_output(stack, settings, stor
     storage.download_prefix(out_uri + "train/", local)
     rows = pd.read_parquet(local)
     assert len(rows) == second.splits["train"] and rows["review_id"].is_unique
+
+
+def test_a_full_staging_disk_is_one_line_naming_the_directory(stack, settings, storage, tmp_path):
+    """TMPDIR on a real 1 MiB tmpfs (bubblewrap) and 2 MB of S3 inputs: one line, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.cluster.pods import bwrap
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    lines = ["\t".join(RAW_COLUMNS)] + [
+        "\t".join(["US", str(i), f"R{i}", "P", "1", "Title", "Electronics", "5", "0", "0", "N",
+                   "Y", "headline", "x" * 400, "2015-08-31"]) for i in range(5000)
+    ]  # fmt: skip
+    (raw / "part.tsv").write_text("\n".join(lines) + "\n")
+    raw_uri = f"s3://{settings.data_bucket}/tests/ingest/too-big/"
+    storage.upload_dir(raw, raw_uri)
+    argv = [bwrap(), "--dev-bind", "/", "/", "--size", str(1 << 20), "--tmpfs", "/run/staging",
+            "--setenv", "TMPDIR", "/run/staging", sys.executable, "-m", "components.ingest",
+            "--input", raw_uri, "--output", f"s3://{settings.data_bucket}/tests/ingest/nope/"]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=os.environ,
+                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("ingest failed")]
+    assert "no space left in /run/staging/ingest-" in line and "MB free" in line, line
+    assert "set TMPDIR" in line

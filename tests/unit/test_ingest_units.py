@@ -201,3 +201,18 @@ def test_spark_read_failures_name_the_input_as_given():
     assert str(read_failure(Exception(other), staged)) == (
         "Spark failed: java.lang.OutOfMemoryError: Java heap space"
     )
+
+
+def test_a_disk_that_fills_while_staging_is_one_storage_error(tmp_path):
+    import errno
+
+    from components.common.errors import StorageError
+    from components.ingest.inputs import InputFile, stage_inputs
+
+    class FillingStorage:
+        def download_file(self, uri, path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    files = [InputFile("s3://b/raw/a.tsv", 10, "etag")]
+    with pytest.raises(StorageError, match=r"no space left in .*stage.*set TMPDIR"):
+        stage_inputs(files, FillingStorage(), tmp_path / "stage")
