@@ -10,7 +10,9 @@ from kfp import dsl, kubernetes
 from components.common.settings import PLATFORM_CONFIG_MAP, PLATFORM_ENV_KEYS
 from components.deploy.component import deploy
 from components.evaluate.component import evaluate
+from components.evaluate.gate import GateConfig
 from components.ingest.component import ingest
+from components.ingest.job import IngestConfig
 from components.train.component import fixed_learning_rate, lr_trial, pick_learning_rate, train
 from components.validate.component import validate
 
@@ -18,6 +20,10 @@ PIPELINE_NAME = "review-classifier"
 # Platform endpoints come from a ConfigMap on the cluster (kustomize writes it) and from the
 # runner's environment locally; they are never pipeline parameters, and nothing is a secret.
 CONFIG_MAP, CONFIG_KEYS = PLATFORM_CONFIG_MAP, PLATFORM_ENV_KEYS
+# Stage defaults have one home, each stage's config dataclass; the parameters below that a
+# stage owns default to its fields (compiled into the YAML), and the components declare no
+# defaults of their own for them (tests/pipelines/test_defaults.py).
+_SPLIT, _GATE = IngestConfig.split, GateConfig
 
 
 def _platform_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -49,10 +55,10 @@ def review_classifier(
     data_uri: str = "s3://review-classifier/processed/",
     checkpoint_uri: str = "s3://review-classifier/checkpoints/",
     label_mode: str = "star_rating",
-    balance: bool = True,
-    train_fraction: float = 0.9,
-    validation_fraction: float = 0.05,
-    test_fraction: float = 0.05,
+    balance: bool = IngestConfig.balance,
+    train_fraction: float = _SPLIT[0],
+    validation_fraction: float = _SPLIT[1],
+    test_fraction: float = _SPLIT[2],
     spark_master: str = "local[*]",
     validation_mode: str = "fail",
     max_seq_length: int = 64,
@@ -69,14 +75,14 @@ def review_classifier(
     hidden_size: int = 128,
     num_heads: int = 2,
     class_weighting: str = "none",
-    metric: str = "accuracy",
+    metric: str = _GATE.metric,
     gpus_per_node: int = 1,
     num_nodes: int = 1,
     cpu_processes: int = 2,
-    min_accuracy: float = 0.45,
-    min_gain_over_baseline: float = 0.0,
-    baseline_test: str = "superiority",
-    max_regression: float = 0.01,
+    min_accuracy: float = _GATE.min_accuracy,
+    min_gain_over_baseline: float = _GATE.min_gain_over_baseline,
+    baseline_test: str = _GATE.baseline_test,
+    max_regression: float = _GATE.max_regression,
     deploy_model: bool = True,
     deploy_target: str = "cluster",
     service_name: str = "review-classifier",

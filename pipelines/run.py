@@ -476,13 +476,51 @@ def _summarize(console, settings, stack, steps, params, files, error, seconds, s
 
 
 # ---- Kubeflow Pipelines ------------------------------------------------------------------
+TOKEN_VAR = "KFP_TOKEN"  # a bearer token (e.g. `kubectl create token`, or a Dex session's)
+TOKEN_PATH_VAR = "KF_PIPELINES_SA_TOKEN_PATH"  # kfp.Client's own: a (projected) token file
+
+
+def kfp_client(settings: Settings) -> Any:
+    """``kfp.Client`` for ``KFP_HOST``, as kfp.Client documents for multi-user Kubeflow.
+
+    ``KFP_NAMESPACE`` is the profile namespace the experiment, pipeline and run belong to. The
+    token is ``KFP_TOKEN`` if set, else the service-account token file at
+    ``KF_PIPELINES_SA_TOKEN_PATH`` (re-read on each call, as the kubelet refreshes it).
+    """
+    import kfp
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    kwargs: dict[str, Any] = {"host": settings.kfp_host}
+    if settings.kfp_namespace:
+        kwargs["namespace"] = settings.kfp_namespace
+    if token := os.environ.get(TOKEN_VAR):
+        kwargs["existing_token"] = token
+    elif path := os.environ.get(TOKEN_PATH_VAR):
+        if not Path(path).is_file():
+            raise SystemExit(f"{TOKEN_PATH_VAR}={path}: no such token file")
+        kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(path)
+    return kfp.Client(**kwargs)
+
+
 def run_remote(args: argparse.Namespace, settings: Settings, client: Any = None) -> int:
     """Compile, upload (or add a version), run in an experiment; optionally wait."""
-    import kfp
+    from kfp_server_api.exceptions import ApiException
 
+    try:
+        return _run_remote(args, settings, client)
+    except ApiException as e:
+        hint = ""
+        if e.status in (401, 403):
+            hint = (f"; set {TOKEN_VAR} (or {TOKEN_PATH_VAR}) and, on a multi-user Kubeflow, "
+                    "KFP_NAMESPACE to your profile's namespace")  # fmt: skip
+        raise SystemExit(f"KFP at {settings.kfp_host} answered {e.status} {e.reason}{hint}") from e
+
+
+def _run_remote(args: argparse.Namespace, settings: Settings, client: Any = None) -> int:
     from pipelines.compile import compile_pipeline
 
-    client = client or kfp.Client(host=settings.kfp_host)
+    client = client or kfp_client(settings)
+    namespace = settings.kfp_namespace
     name = args.pipeline
     params = parse_params(args.param, name)
     if args.input:
@@ -494,9 +532,11 @@ def run_remote(args: argparse.Namespace, settings: Settings, client: Any = None)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / f"{name}.yaml", name)
-        pipeline_id = client.get_pipeline_id(name)
+        pipeline_id = _pipeline_id(client, name, namespace)
         if pipeline_id is None:
-            pipeline = client.upload_pipeline(str(package), pipeline_name=name)
+            # in a namespace on a multi-user Kubeflow (only admins upload shared pipelines)
+            pipeline = client.upload_pipeline(str(package), pipeline_name=name,
+                                              namespace=namespace)  # fmt: skip
             pipeline_id = pipeline.pipeline_id
             version = client.list_pipeline_versions(pipeline_id).pipeline_versions[0]
         else:
@@ -504,7 +544,8 @@ def run_remote(args: argparse.Namespace, settings: Settings, client: Any = None)
                 str(package), pipeline_version_name=f"{name}-{stamp}",
                 pipeline_id=pipeline_id,
             )  # fmt: skip
-    experiment = client.create_experiment(args.experiment or settings.kfp_experiment)
+    experiment = client.create_experiment(args.experiment or settings.kfp_experiment,
+                                          namespace=namespace)  # fmt: skip
     run = client.run_pipeline(
         experiment_id=experiment.experiment_id,
         job_name=args.run_name or f"{name}-{stamp}",
@@ -519,6 +560,16 @@ def run_remote(args: argparse.Namespace, settings: Settings, client: Any = None)
     state = str(getattr(final, "state", "UNKNOWN"))
     print(f"Run {run.run_id} finished: {state}")
     return 0 if state == "SUCCEEDED" else 1
+
+
+def _pipeline_id(client: Any, name: str, namespace: str | None) -> str | None:
+    """The id of the pipeline called ``name``, shared or in ``namespace``."""
+    if not namespace:
+        return client.get_pipeline_id(name)
+    flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name",
+                                      "string_value": name}]})  # fmt: skip
+    found = client.list_pipelines(filter=flt, namespace=namespace).pipelines or []
+    return found[0].pipeline_id if found else client.get_pipeline_id(name)
 
 
 def main(argv: list[str] | None = None) -> int:

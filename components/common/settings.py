@@ -19,6 +19,10 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _URL_RE = re.compile(r"^https?://[^\s/]+")
 
 # Environment variable -> (field, default, help). The README's configuration table is this.
+# The namespace of the platform's workloads (manifests/base); KSERVE_NAMESPACE and
+# TRAINING_NAMESPACE default to it, and every spec that needs a namespace takes them.
+DEFAULT_NAMESPACE = "review-classifier"
+
 ENV_VARS: dict[str, tuple[str, str | None, str]] = {
     "AWS_REGION": ("aws_region", "us-east-1", "AWS region of the buckets and the cluster"),
     "S3_ENDPOINT_URL": (
@@ -45,16 +49,21 @@ ENV_VARS: dict[str, tuple[str, str | None, str]] = {
     ),
     "KFP_HOST": ("kfp_host", None, "Kubeflow Pipelines API URL; unset runs the embedded default"),
     "KFP_EXPERIMENT": ("kfp_experiment", "review-classifier", "KFP experiment for remote runs"),
+    "KFP_NAMESPACE": (
+        "kfp_namespace",
+        None,
+        "multi-user Kubeflow: the profile's namespace (token: KFP_TOKEN or a token file)",
+    ),
     "IMAGE_REGISTRY": (
         "image_registry",
         "ghcr.io/review-classifier",
         "registry of the spark, train and serve images (e.g. an ECR URL)",
     ),
     "IMAGE_TAG": ("image_tag", "0.1.0", "tag of the images (default: the project version)"),
-    "KSERVE_NAMESPACE": ("kserve_namespace", "review-classifier", "namespace of the service"),
+    "KSERVE_NAMESPACE": ("kserve_namespace", DEFAULT_NAMESPACE, "namespace of the predictor"),
     "TRAINING_NAMESPACE": (
         "training_namespace",
-        "review-classifier",
+        DEFAULT_NAMESPACE,
         "namespace of multi-node training jobs (TrainJob or PyTorchJob)",
     ),
     "LOCAL_STATE_DIR": ("local_state_dir", ".local", "state of the embedded local stack"),
@@ -89,10 +98,11 @@ class Settings:
     registered_model_name: str = "review-classifier"
     kfp_host: str | None = None
     kfp_experiment: str = "review-classifier"
+    kfp_namespace: str | None = None
     image_registry: str = "ghcr.io/review-classifier"
     image_tag: str = "0.1.0"
-    kserve_namespace: str = "review-classifier"
-    training_namespace: str = "review-classifier"
+    kserve_namespace: str = DEFAULT_NAMESPACE
+    training_namespace: str = DEFAULT_NAMESPACE
     local_state_dir: str = ".local"
 
     def __post_init__(self) -> None:

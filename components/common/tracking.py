@@ -41,7 +41,7 @@ def start_stage_run(run_name: str, experiment: str | None = None,
     run_id = resume_run_id or kfp_task_run_id()
     if run_id:
         return mlflow.start_run(run_id=run_id)
-    if experiment is None:
+    if not experiment:
         from components.common.settings import Settings
 
         experiment = Settings.from_env().mlflow_experiment

@@ -12,9 +12,9 @@ def deploy(
     evaluation: Input[Artifact],
     model_storage_uri: str,
     registered_version: str,
+    target: str,
     service_name: str = "review-classifier",
-    target: str = "local",
-    namespace: str = "review-classifier",
+    namespace: str = "",
     canary_percent: int = 10,
     deployment_mode: str = "Serverless",
     gpus: int = 1,
@@ -24,6 +24,9 @@ def deploy(
     logger_url: str = "",
 ) -> str:
     """Serve the registered version, test it, promote it to ``champion``; returns the URL.
+
+    ``target`` is ``local`` (a predictor process) or ``cluster`` (KServe, in ``namespace``,
+    default: the KSERVE_NAMESPACE setting).
 
     The test: the evaluation's held-out reviews must be answered as the evaluation did.
     """
@@ -63,7 +66,8 @@ def deploy(
 
     config.load_incluster_config()
     spec = ServiceSpec(
-        name=service_name, storage_uri=model_storage_uri, namespace=namespace, gpus=gpus,
+        name=service_name, storage_uri=model_storage_uri, gpus=gpus,
+        namespace=namespace or Settings.from_env().kserve_namespace,
         min_replicas=min_replicas, max_replicas=max_replicas, canary_percent=canary_percent,
         model_version=registered_version, mode=deployment_mode, logger_url=logger_url,
     )  # fmt: skip

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.common.errors import ConfigurationError, PlatformError
+from components.common.settings import DEFAULT_NAMESPACE
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class ServiceSpec:
 
     name: str
     storage_uri: str
-    namespace: str = "review-classifier"
+    namespace: str = DEFAULT_NAMESPACE
     runtime: str = RUNTIME
     service_account: str = "review-classifier-serving"
     gpus: int = 1

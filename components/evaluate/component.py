@@ -20,18 +20,22 @@ def evaluate(
     report: Output[HTML],
     mlflow_run_id: str,
     kfp_run_id: str,
-    min_accuracy: float = 0.45,
-    gate_metric: str = "accuracy",
-    min_gain_over_baseline: float = 0.0,
-    baseline_test: str = "superiority",
-    max_regression: float = 0.01,
+    min_accuracy: float,
+    gate_metric: str,
+    min_gain_over_baseline: float,
+    baseline_test: str,
+    max_regression: float,
     register: bool = True,
 ) -> NamedTuple(
     "Outputs",
     [("deploy", bool), ("registered_version", str), ("model_storage_uri", str),
      ("accuracy", float), ("gate_message", str)],
 ):  # fmt: skip
-    """Score the model, a TF-IDF baseline and the champion; register on a passing gate."""
+    """Score the model, a TF-IDF baseline and the champion; register on a passing gate.
+
+    The gate's figures have no defaults here: they live in ``GateConfig`` (the pipeline's
+    parameters default to its fields).
+    """
     import base64
     import os
     import shutil

@@ -26,7 +26,7 @@ from typing import Any
 from components.common.cli import run_stage
 from components.common.errors import ConfigurationError, InvalidInput, PlatformError
 from components.common.schema import LabelMode, label_map_for
-from components.common.settings import Settings
+from components.common.settings import DEFAULT_NAMESPACE, Settings
 from components.common.storage import S3Storage, is_s3_uri
 from components.ingest import inputs as raw_inputs
 from components.ingest import udfs
@@ -473,7 +473,7 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
         help="the driver's JVM heap (with local[*], all of Spark's); e.g. 2g, 1536m",
     )  # fmt: skip
     parser.add_argument("--k8s-image", default=None, help="executor image for a k8s:// master")
-    parser.add_argument("--k8s-namespace", default="review-classifier", help="executor namespace")
+    parser.add_argument("--k8s-namespace", default=DEFAULT_NAMESPACE, help="executor namespace")
     parser.add_argument("--k8s-service-account", default="review-classifier-spark",
                         help="executors' service account (IRSA for S3)")  # fmt: skip
     parser.add_argument("--executors", type=int, default=4, help="executor count on k8s")

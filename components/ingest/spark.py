@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from components.common.settings import Settings
+from components.common.settings import DEFAULT_NAMESPACE, Settings
 from components.common.storage import is_s3_uri
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class K8sOptions:
     """
 
     image: str
-    namespace: str = "review-classifier"
+    namespace: str = DEFAULT_NAMESPACE
     service_account: str = "review-classifier-spark"
     executors: int = 4
     executor_cores: int = 2

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import yaml
 
 from components.common.errors import ConfigurationError, PlatformError
-from components.common.settings import TRAINING_CONFIG_MAP
+from components.common.settings import DEFAULT_NAMESPACE, TRAINING_CONFIG_MAP
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class ClusterSpec:
     name: str
     image: str
     train_args: list[str]
-    namespace: str = "review-classifier"
+    namespace: str = DEFAULT_NAMESPACE
     num_nodes: int = 2
     procs_per_node: int = 1
     gpus_per_node: int = 1

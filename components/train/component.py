@@ -20,6 +20,7 @@ def train(
     metrics: Output[Metrics],
     run_id: str,
     checkpoint_uri: str,
+    gpus_per_node: int,
     model_name_or_path: str = "bert-base-uncased",
     max_seq_length: int = 64,
     learning_rate: float = 1e-5,
@@ -32,7 +33,6 @@ def train(
     num_heads: int = 2,
     class_weighting: str = "none",
     selection_metric: str = "accuracy",
-    gpus_per_node: int = 0,
     num_nodes: int = 1,
     cpu_processes: int = 2,
     launcher: str = "trainjob",
@@ -82,6 +82,7 @@ def lr_trial(
     checkpoint_uri: str,
     learning_rate: float,
     max_steps: int,
+    gpus_per_node: int,
     model_name_or_path: str = "bert-base-uncased",
     max_seq_length: int = 64,
     batch_size: int = 128,
@@ -90,7 +91,6 @@ def lr_trial(
     num_heads: int = 2,
     class_weighting: str = "none",
     selection_metric: str = "accuracy",
-    gpus_per_node: int = 0,
     cpu_processes: int = 2,
 ) -> dict:
     """One short training trial of the learning-rate search: its best validation score.

@@ -1,6 +1,5 @@
 """Stages log into the MLflow run KFP's MLflow plugin made for their task, when it made one."""
 
-
 import mlflow
 import pytest
 from mlflow import MlflowClient

@@ -21,7 +21,14 @@ def kfp_local(tmp_path_factory):
 
 
 def test_ingest_component_outputs_typed_artifacts(kfp_local):
-    task = ingest(input_uri=str(BAD / "rows"), output_uri="", balance=False)
+    task = ingest(
+        input_uri=str(BAD / "rows"),
+        output_uri="",
+        balance=False,
+        train_fraction=0.9,
+        validation_fraction=0.05,
+        test_fraction=0.05,
+    )
     train = pd.read_parquet(task.outputs["train"].path)
     assert len(train) == task.outputs["train"].metadata["rows"] > 0
     rejects = pd.read_parquet(task.outputs["rejects"].path)

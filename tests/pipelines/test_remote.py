@@ -41,8 +41,18 @@ class FakeKfp(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
+    def _authorized(self) -> bool:
+        """With ``state['token']``, every call needs that bearer token (as Kubeflow's auth does)."""
+        token = FakeKfp.state.get("token")
+        if token and self.headers.get("Authorization") != f"Bearer {token}":
+            self._reply({"error": "Unauthenticated", "code": 16}, 401)
+            return False
+        return True
+
     def do_GET(self):
         FakeKfp.calls.append(("GET", self.path, None))
+        if not self._authorized():
+            return None
         path = self.path.split("?")[0]
         if path == "/apis/v2beta1/pipelines":
             existing = FakeKfp.state.get("pipeline_id")
@@ -59,12 +69,14 @@ class FakeKfp(BaseHTTPRequestHandler):
             return self._reply({"run_id": m.group(1), "state": FakeKfp.state.get("final", "SUCCEEDED"),
                                 "display_name": "r"})  # fmt: skip
         if path.startswith("/apis/v2beta1/healthz"):
-            return self._reply({"multi_user": False})
+            return self._reply({"multi_user": bool(FakeKfp.state.get("token"))})
         return self._reply({"error": f"unexpected GET {path}"}, 404)
 
     def do_POST(self):
         body = self._body()
         FakeKfp.calls.append(("POST", self.path, body))
+        if not self._authorized():
+            return None
         path = self.path.split("?")[0]
         if path == "/apis/v2beta1/pipelines/upload":
             FakeKfp.state["uploaded"] = _multipart_file(self.headers, body)
@@ -106,8 +118,8 @@ def kfp_server():
     server.shutdown()
 
 
-def _run(host: str, *argv: str) -> int:
-    settings = Settings.from_env({"KFP_HOST": host}, dotenv=None)
+def _run(host: str, *argv: str, env: dict | None = None) -> int:
+    settings = Settings.from_env({"KFP_HOST": host, **(env or {})}, dotenv=None)
     return run_remote(parse_args(list(argv)), settings)
 
 
@@ -164,3 +176,31 @@ def test_batch_score_is_compiled_uploaded_and_run_with_its_own_name(kfp_server, 
     }  # fmt: skip
     with pytest.raises(SystemExit, match="batch-score needs --input and --output"):
         _run(kfp_server, "--pipeline", "batch-score", "--input", "s3://my-data/new/")
+
+
+def test_multi_user_kubeflow_gets_the_token_and_the_namespace(kfp_server, capsys, monkeypatch):
+    FakeKfp.state["token"] = "profile-token"
+    with pytest.raises(SystemExit, match=r"answered 401 .*set KFP_TOKEN .*KFP_NAMESPACE"):
+        _run(kfp_server, env={"KFP_NAMESPACE": "team-reviews"})
+    FakeKfp.calls.clear()
+    monkeypatch.setenv("KFP_TOKEN", "profile-token")
+    assert _run(kfp_server, env={"KFP_NAMESPACE": "team-reviews"}) == 0
+    assert FakeKfp.state["experiment"]["namespace"] == "team-reviews"
+    uploads = [path for method, path, _ in FakeKfp.calls if "/pipelines/upload" in path]
+    assert uploads and all("namespace=team-reviews" in path for path in uploads)
+    listed = [path for method, path, _ in FakeKfp.calls
+              if method == "GET" and path.startswith("/apis/v2beta1/pipelines?")]  # fmt: skip
+    assert any("namespace=team-reviews" in path for path in listed)
+    assert FakeKfp.state["run"]["experiment_id"] == "exp-1"
+
+
+def test_a_service_account_token_file_is_used(kfp_server, tmp_path, monkeypatch):
+    FakeKfp.state["token"] = "sa-token"
+    token = tmp_path / "token"
+    token.write_text("sa-token")
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    assert _run(kfp_server, env={"KFP_NAMESPACE": "team-reviews"}) == 0
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(SystemExit, match="no such token file"):
+        _run(kfp_server)

@@ -1,0 +1,61 @@
+"""Each stage default has one home, its config dataclass; the layers above pass overrides only."""
+
+import dataclasses
+
+import pytest
+
+from components.common.settings import DEFAULT_NAMESPACE, Settings
+from components.deploy.component import deploy
+from components.deploy.inferenceservice import ServiceSpec
+from components.evaluate.component import evaluate
+from components.evaluate.gate import GateConfig
+from components.ingest.component import ingest
+from components.ingest.job import IngestConfig
+from components.ingest.spark import K8sOptions
+from components.train.cluster import ClusterSpec
+from components.train.component import lr_trial, train
+from pipelines.review_classifier import review_classifier
+
+OWNED = {  # pipeline parameter -> the stage default it must equal
+    "min_accuracy": GateConfig.min_accuracy,
+    "metric": GateConfig.metric,
+    "min_gain_over_baseline": GateConfig.min_gain_over_baseline,
+    "baseline_test": GateConfig.baseline_test,
+    "max_regression": GateConfig.max_regression,
+    "balance": IngestConfig.balance,
+    "train_fraction": IngestConfig.split[0],
+    "validation_fraction": IngestConfig.split[1],
+    "test_fraction": IngestConfig.split[2],
+}
+NO_COMPONENT_DEFAULT = [
+    (evaluate, ["min_accuracy", "gate_metric", "min_gain_over_baseline", "baseline_test",
+                "max_regression"]),
+    (ingest, ["train_fraction", "validation_fraction", "test_fraction"]),
+    (deploy, ["target"]),
+    (train, ["gpus_per_node"]),
+    (lr_trial, ["gpus_per_node"]),
+]  # fmt: skip
+
+
+def test_pipeline_parameters_default_to_the_stage_configs():
+    inputs = review_classifier.component_spec.inputs
+    for name, expected in OWNED.items():
+        assert inputs[name].default == expected, name
+
+
+@pytest.mark.parametrize("component, names", NO_COMPONENT_DEFAULT,
+                         ids=[c.name for c, _ in NO_COMPONENT_DEFAULT])  # fmt: skip
+def test_components_declare_no_defaults_of_their_own(component, names):
+    inputs = component.component_spec.inputs
+    for name in names:
+        assert inputs[name].default is None and not inputs[name].optional, name
+
+
+def test_one_namespace_default():
+    specs = [ServiceSpec, ClusterSpec, K8sOptions]
+    defaults = {s.__name__: {f.name: f.default for f in dataclasses.fields(s)}["namespace"]
+                for s in specs}  # fmt: skip
+    assert set(defaults.values()) == {DEFAULT_NAMESPACE}, defaults
+    settings = Settings.from_env({}, dotenv=None)
+    assert settings.kserve_namespace == settings.training_namespace == DEFAULT_NAMESPACE
+    assert deploy.component_spec.inputs["namespace"].default == ""  # KSERVE_NAMESPACE then
