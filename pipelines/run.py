@@ -531,7 +531,8 @@ def _run_remote(args: argparse.Namespace, settings: Settings, client: Any = None
         params["output_uri"] = args.output
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / f"{name}.yaml", name)
+        package = compile_pipeline(Path(tmp) / f"{name}.yaml", name, settings.image_registry,
+                                   settings.image_tag)  # fmt: skip
         pipeline_id = _pipeline_id(client, name, namespace)
         if pipeline_id is None:
             # in a namespace on a multi-user Kubeflow (only admins upload shared pipelines)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from components.common.errors import ConfigurationError
+from components.common.images import DEFAULT_REGISTRY, DEFAULT_TAG, image
 
 RETRY_MODES = ("standard", "adaptive")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -56,10 +57,10 @@ ENV_VARS: dict[str, tuple[str, str | None, str]] = {
     ),
     "IMAGE_REGISTRY": (
         "image_registry",
-        "ghcr.io/review-classifier",
+        DEFAULT_REGISTRY,
         "registry of the spark, train and serve images (e.g. an ECR URL)",
     ),
-    "IMAGE_TAG": ("image_tag", "0.1.0", "tag of the images (default: the project version)"),
+    "IMAGE_TAG": ("image_tag", DEFAULT_TAG, "tag of the images (default: the project version)"),
     "KSERVE_NAMESPACE": ("kserve_namespace", DEFAULT_NAMESPACE, "namespace of the predictor"),
     "TRAINING_NAMESPACE": (
         "training_namespace",
@@ -99,8 +100,8 @@ class Settings:
     kfp_host: str | None = None
     kfp_experiment: str = "review-classifier"
     kfp_namespace: str | None = None
-    image_registry: str = "ghcr.io/review-classifier"
-    image_tag: str = "0.1.0"
+    image_registry: str = DEFAULT_REGISTRY
+    image_tag: str = DEFAULT_TAG
     kserve_namespace: str = DEFAULT_NAMESPACE
     training_namespace: str = DEFAULT_NAMESPACE
     local_state_dir: str = ".local"
@@ -159,7 +160,7 @@ class Settings:
 
     def image(self, name: str) -> str:
         """Full reference of one of the project's images (spark, train, serve)."""
-        return f"{self.image_registry}/{name}:{self.image_tag}"
+        return image(name, self.image_registry, self.image_tag)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -83,3 +83,17 @@ def test_pipeline_shape():
     assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     assert k8s["configMapAsEnv"][0]["configMapName"] == "review-classifier-env"
+
+
+def test_importing_the_pipeline_reads_no_environment(tmp_path):
+    """A broken .env and odd IMAGE_* variables change nothing at import; compile takes them."""
+    (tmp_path / ".env").write_text("S3_MAX_ATTEMPTS=not-a-number\n")
+    code = ("from pipelines.review_classifier import review_classifier as p; "
+            "print(sorted({e['container']['image'] for e in "
+            "p.pipeline_spec.deployment_spec['executors'].values()}))")  # fmt: skip
+    env = {**os.environ, "IMAGE_REGISTRY": "elsewhere.example/x", "IMAGE_TAG": "t1",
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ghcr.io/review-classifier/train:0.1.0" in out.stdout and "elsewhere" not in out.stdout
