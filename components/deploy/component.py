@@ -33,6 +33,7 @@ def deploy(
     import json
 
     from components.common.logs import configure_logging
+    from components.common.registry import promote
     from components.common.settings import Settings
     from components.deploy.local import (
         fetch_registered,
@@ -40,7 +41,6 @@ def deploy(
         predict_url,
         start_local_predictor,
     )
-    from components.evaluate.registry import promote
 
     configure_logging()
     name = Settings.from_env().registered_model_name

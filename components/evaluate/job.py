@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.common import registry
 from components.common.cli import run_stage
 from components.common.errors import PlatformError
 from components.common.inference import Classifier
 from components.common.schema import LabelMap
 from components.common.settings import Settings
-from components.evaluate import baseline, behaviour, registry
+from components.evaluate import baseline, behaviour
 from components.evaluate.gate import BASELINE_TESTS, GateConfig, decide
 from components.evaluate.paired import METRICS
 from components.evaluate.plots import plot_confusion

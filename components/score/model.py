@@ -58,7 +58,7 @@ def resolve_model(spec: str, version: str = "", settings: Settings | None = None
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from components.evaluate import registry
+    from components.common import registry
 
     name, alias, number = parse_model_spec(spec, version)
     client = mlflow.MlflowClient()

@@ -5,10 +5,10 @@ import json
 import mlflow
 import pytest
 
+from components.common.registry import CHAMPION, promote, version_by_alias
 from components.common.settings import Settings
 from components.evaluate.gate import GateConfig
 from components.evaluate.job import EvalConfig, run_evaluation
-from components.evaluate.registry import CHAMPION, promote, version_by_alias
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAME = "eval-tests"
@@ -79,7 +79,7 @@ def test_champion_whose_files_are_gone_is_no_usable_champion(
     trained, tmp_path, stack, storage, caplog
 ):
     """A registry that outlived its artifact store (a restarted local S3) must not crash."""
-    from components.evaluate.registry import model_dir_uri, register
+    from components.common.registry import model_dir_uri, register
     from components.train.mlflow_model import log_model
 
     # A copy of its own: the trained model's files are shared with other tests' versions.

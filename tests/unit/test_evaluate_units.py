@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from components.common.registry import storage_uri
 from components.common.settings import Settings
 from components.evaluate.baseline import baseline_probs, train_baseline
 from components.evaluate.behaviour import directional, invariance
-from components.evaluate.registry import storage_uri
 from components.evaluate.scoring import expected_calibration_error, score
 
 LABELS = ["1", "2", "3", "4", "5"]
