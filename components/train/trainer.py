@@ -123,6 +123,36 @@ def _gather_objects(obj: Any, ctx: du.DistContext) -> list[Any]:
     return out
 
 
+def _steady() -> dict:
+    return {"steps": 0, "seconds": 0.0, "samples": 0}
+
+
+def _window() -> dict:
+    return {"done": 0, "samples": 0, "since": time.perf_counter()}
+
+
+@dataclass
+class Loop:
+    """What one attempt's training loop works on (built by ``Trainer.run``), and its counters.
+
+    ``steady``: optimizer steps after the first log window, evaluation and checkpoint time
+    excluded (what benchmarks/train.py compares); ``window``: the current log window.
+    """
+
+    model: torch.nn.Module
+    loader: DataLoader
+    sampler: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    val_ds: TokenizedDataset
+    micro: int
+    total_steps: int
+    mlflow: Any
+    steady: dict = field(default_factory=_steady)
+    window: dict = field(default_factory=_window)
+
+
 class Trainer:
     """One training run; ``run()`` returns the results that also go to results.json."""
 
@@ -136,6 +166,8 @@ class Trainer:
         self.state = TrainState()
         self.loss_fn: torch.nn.Module | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None  # on rank 0
+        self.num_labels = 0  # set by run() from the data's label map
+        self.collate: PadCollator | None = None  # set by run() from the tokenizer
 
     # ---- set-up -------------------------------------------------------------------------
     def _tokenizer_and_model(self, label_map: LabelMap, train_texts: list[str]) -> tuple:
@@ -352,19 +384,9 @@ class Trainer:
             self.precision, ctx.device,
             f", resuming at step {resumed_from}" if resumed_from is not None else "",
         )  # fmt: skip
-        steps_this_attempt = self._loop(
-            model,
-            loader,
-            sampler,
-            optimizer,
-            scheduler,
-            scaler,
-            val_ds,
-            micro,
-            total_steps,
-            steps_per_epoch,
-            mlflow,
-        )
+        loop = Loop(model, loader, sampler, optimizer, scheduler, scaler, val_ds, micro,
+                    total_steps, mlflow)  # fmt: skip
+        steps_this_attempt = self._loop(loop)
         final = (
             self.state.history[-1] if self.state.history else self.evaluate(model, val_ds, micro)
         )
@@ -384,9 +406,9 @@ class Trainer:
             "world_size": ctx.world_size,
             "seconds": round(time.perf_counter() - t0, 2),
             "steady_samples_per_s": (
-                self.steady["samples"] / self.steady["seconds"] if self.steady["seconds"] else None
+                loop.steady["samples"] / loop.steady["seconds"] if loop.steady["seconds"] else None
             ),
-            "steady_steps": self.steady["steps"],
+            "steady_steps": loop.steady["steps"],
         }
         if ctx.is_main:
             self._save_final(model, tokenizer, label_map, results, mlflow)
@@ -394,44 +416,38 @@ class Trainer:
         du.shutdown(ctx)
         return results
 
-    def _loop(self, model, loader, sampler, optimizer, scheduler, scaler, val_ds, micro,
-              total_steps, steps_per_epoch, mlflow) -> int:  # fmt: skip
+    def _loop(self, loop: Loop) -> int:
         """Train epoch after epoch until ``total_steps`` or early stopping; returns steps done."""
         cfg, st = self.cfg, self.state
-        model.train()
-        # Steady-state throughput: optimizer steps after the first log window, evaluation and
-        # checkpoint time excluded (what benchmarks/train.py compares).
-        self.steady = {"steps": 0, "seconds": 0.0, "samples": 0}
-        self._window = {"done": 0, "samples": 0, "since": time.perf_counter()}
-        step_args = (model, optimizer, scheduler, scaler, val_ds, micro, total_steps, mlflow)
-        while st.step < total_steps:
-            epoch_done, stop = self._train_epoch(loader, sampler, step_args)
+        loop.model.train()
+        while st.step < loop.total_steps:
+            epoch_done, stop = self._train_epoch(loop)
             if epoch_done:  # a full pass over the data
                 st.epoch += 1
                 st.batches_done_in_epoch = 0
                 if not cfg.eval_every:
-                    stop = self._after_eval(model, val_ds, micro, mlflow)
-                self._checkpoint(model, optimizer, scheduler, scaler)
+                    stop = self._after_eval(loop)
+                self._checkpoint(loop.model, loop.optimizer, loop.scheduler, loop.scaler)
             if stop:
                 break
         if not st.history or st.history[-1]["step"] != st.step:
-            self._after_eval(model, val_ds, micro, mlflow)
+            self._after_eval(loop)
         if self.store.latest() != st.step:
             # The last step rarely falls on an interval or an epoch end (one epoch of max_steps
             # returns before it): without this a finished run would leave nothing to resume.
-            self._checkpoint(model, optimizer, scheduler, scaler)
-        return self._window["done"]
+            self._checkpoint(loop.model, loop.optimizer, loop.scheduler, loop.scaler)
+        return loop.window["done"]
 
-    def _train_epoch(self, loader, sampler, step_args) -> tuple[bool, bool]:
+    def _train_epoch(self, loop: Loop) -> tuple[bool, bool]:
         """The rest of the current epoch: (the epoch ended, training should stop)."""
-        model, optimizer, scheduler, scaler, val_ds, micro, total_steps, mlflow = step_args
+        model, scaler = loop.model, loop.scaler
         cfg, ctx, st = self.cfg, self.ctx, self.state
-        sampler.set_epoch(st.epoch)
+        loop.sampler.set_epoch(st.epoch)
         skip = st.batches_done_in_epoch * cfg.grad_accum  # micro-batches already trained
         # The loss stays on the device between log steps: no host sync per step.
         accum_loss = torch.zeros((), device=ctx.device)
         t_step = time.perf_counter()
-        for index, batch in enumerate(loader):
+        for index, batch in enumerate(loop.loader):
             if index < skip:
                 continue
             batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
@@ -446,16 +462,16 @@ class Trainer:
             accum_loss += loss.detach()
             if not last_micro:
                 continue
-            self._optimizer_step(model, optimizer, scheduler, scaler)
-            self._account_step(t_step, micro, total_steps, accum_loss, scheduler, mlflow)
+            self._optimizer_step(model, loop.optimizer, loop.scheduler, scaler)
+            self._account_step(loop, t_step, accum_loss)
             accum_loss = torch.zeros((), device=ctx.device)
             stop = False
             if cfg.eval_every and st.step % cfg.eval_every == 0:
-                stop = self._after_eval(model, val_ds, micro, mlflow)
+                stop = self._after_eval(loop)
             if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
-                self._checkpoint(model, optimizer, scheduler, scaler)
+                self._checkpoint(model, loop.optimizer, loop.scheduler, scaler)
             t_step = time.perf_counter()
-            if stop or st.step >= total_steps:
+            if stop or st.step >= loop.total_steps:
                 return False, True
         return True, False
 
@@ -483,17 +499,18 @@ class Trainer:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def _account_step(self, t_step, micro, total_steps, accum_loss, scheduler, mlflow) -> None:
+    def _account_step(self, loop: Loop, t_step: float, accum_loss: torch.Tensor) -> None:
         """Count the step; every ``log_every`` steps log loss, learning rate and throughput."""
-        cfg, ctx, st, window = self.cfg, self.ctx, self.state, self._window
+        cfg, ctx, st, window = self.cfg, self.ctx, self.state, loop.window
+        total_steps, mlflow = loop.total_steps, loop.mlflow
         st.step += 1
         st.batches_done_in_epoch += 1
         window["done"] += 1
-        samples = micro * cfg.grad_accum * ctx.world_size
+        samples = loop.micro * cfg.grad_accum * ctx.world_size
         if window["done"] > cfg.log_every:
-            self.steady["steps"] += 1
-            self.steady["seconds"] += time.perf_counter() - t_step
-            self.steady["samples"] += samples
+            loop.steady["steps"] += 1
+            loop.steady["seconds"] += time.perf_counter() - t_step
+            loop.steady["samples"] += samples
         window["samples"] += samples
         if st.step % cfg.log_every and st.step != total_steps:
             return
@@ -501,7 +518,7 @@ class Trainer:
         loss = du.all_reduce_sum(accum_loss.reshape(1).float(), ctx).item() / ctx.world_size
         rate = window["samples"] / max(elapsed, 1e-9)
         if ctx.is_main:
-            lr = scheduler.get_last_lr()[0]
+            lr = loop.scheduler.get_last_lr()[0]
             logger.info("step %d/%d loss %.4f lr %.2e %.0f samples/s", st.step, total_steps,
                         loss, lr, rate)  # fmt: skip
             if mlflow:
@@ -509,10 +526,11 @@ class Trainer:
                                    step=st.step)  # fmt: skip
         window["samples"], window["since"] = 0, time.perf_counter()
 
-    def _after_eval(self, model, val_ds, micro, mlflow) -> bool:
+    def _after_eval(self, loop: Loop) -> bool:
         """Evaluate, log, track the best model; True when early stopping says stop."""
-        st, cfg = self.state, self.cfg
-        metrics = {**self.evaluate(model, val_ds, micro), "step": st.step, "epoch": st.epoch}
+        st, cfg, model, mlflow = self.state, self.cfg, loop.model, loop.mlflow
+        metrics = {**self.evaluate(model, loop.val_ds, loop.micro), "step": st.step,
+                   "epoch": st.epoch}  # fmt: skip
         st.history.append(metrics)
         if self.ctx.is_main:
             logger.info(
