@@ -28,7 +28,7 @@ export LOCAL_STATE_DIR := $(STATE_DIR)
 export K8S_TOOLS_DIR
 
 .PHONY: help setup lock test test-unit lint fmt compile pipeline-run batch-score serve bench images push \
-	gpu-wheels gpu-check \
+	gpu-wheels gpu-check image-sizes \
 	deploy k8s-tools crds stack-up stack-down stack-status generate clean
 
 help: ## List the targets
@@ -122,6 +122,9 @@ images: $(addprefix image-,$(IMAGES)) ## Build the spark, train, serve, mlflow i
 
 image-%: ## Build one image, e.g. make image-serve
 	docker build -f images/$*.Dockerfile -t $(IMAGE_REGISTRY)/$*:$(IMAGE_TAG) .
+
+image-sizes: $(STAMP) ## Record each image's packages and installed size (images/sizes.json)
+	$(PY) images/requirements.py pyproject.toml constraints.txt --sizes > images/sizes.json
 
 push: $(addprefix push-,$(IMAGES)) ## Push the images to IMAGE_REGISTRY (log in first, e.g. aws ecr get-login-password)
 

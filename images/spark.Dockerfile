@@ -19,7 +19,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml constraints.txt images/requirements.py ./
-RUN python requirements.py pyproject.toml constraints.txt --torch cpu > /tmp/requirements.txt \
+RUN python requirements.py pyproject.toml constraints.txt --group spark > /tmp/requirements.txt \
     && pip install --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/requirements.txt
 COPY components ./components
 COPY pipelines ./pipelines

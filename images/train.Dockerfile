@@ -13,7 +13,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml constraints.txt images/requirements.py ./
-RUN python requirements.py pyproject.toml constraints.txt --torch cuda > /tmp/requirements.txt \
+RUN python requirements.py pyproject.toml constraints.txt --group train > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 COPY components ./components
 COPY pipelines ./pipelines

@@ -234,22 +234,6 @@ def test_dockerfiles_follow_the_image_rules():
     assert 'ENTRYPOINT ["python", "-m", "components.serve"]' in serve
 
 
-def test_image_requirements_swap_only_torch():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("req", ROOT / "images" / "requirements.py")
-    req = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(req)
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    lock = (ROOT / "constraints.txt").read_text()
-    for variant, pin in (("cuda", "torch==2.13.0"), ("cpu", "torch==2.13.0+cpu")):
-        requirements, constraints = req.image_requirements(pyproject, lock, variant)
-        lines = requirements.splitlines()
-        assert lines[0] == pin and sum(line.startswith("torch") for line in lines) == 1
-        assert "pyspark==4.3.0" in lines and not any(line.startswith("pytest") for line in lines)
-        assert "torch==" not in constraints and "pyspark==4.3.0" in constraints.splitlines()
-
-
 def test_dockerignore_keeps_the_build_context_small():
     lines = [x for x in (ROOT / ".dockerignore").read_text().splitlines() if x and x[0] != "#"]
     assert lines[0] == "**", "everything is excluded first"
