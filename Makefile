@@ -34,10 +34,16 @@ export K8S_TOOLS_DIR
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_%-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# First use installs quietly: one line, pip's whole output in $(STATE_DIR)/logs/setup.log,
+# and its last lines on failure.
+SETUP_LOG := $(STATE_DIR)/logs/setup.log
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --constraint constraints.txt --editable ".[dev]"
+	@mkdir -p $(dir $(SETUP_LOG))
+	@echo "Installing the project and its locked dependencies into $(VENV) (first use: several minutes; log: $(SETUP_LOG))"
+	@{ $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --disable-pip-version-check \
+	     --constraint constraints.txt --editable ".[dev]"; } > $(SETUP_LOG) 2>&1 \
+	  || { tail -n 25 $(SETUP_LOG); echo "setup failed; the whole log: $(SETUP_LOG)"; exit 1; }
 	@touch $@
 
 setup: $(STAMP) ## Create .venv and install the project with locked versions
@@ -49,8 +55,12 @@ lock: ## Re-resolve the pins in pyproject.toml into constraints.txt (fresh venv)
 	  | grep -v -e '^-e' -e '^pip==' -e '^review-classifier'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
 
+K8S_LOG := $(STATE_DIR)/logs/k8s-tools.log
 $(K8S_STAMP): tools/k8s/install.sh
-	PYTHON=$(PYTHON) bash tools/k8s/install.sh
+	@mkdir -p $(dir $(K8S_LOG))
+	@echo "Installing the Kubernetes test tools into $(K8S_TOOLS_DIR) (first use: about 5 minutes; log: $(K8S_LOG))"
+	@PYTHON=$(PYTHON) bash tools/k8s/install.sh > $(K8S_LOG) 2>&1 \
+	  || { tail -n 25 $(K8S_LOG); echo "k8s-tools failed; the whole log: $(K8S_LOG)"; exit 1; }
 	@touch $@
 
 k8s-tools: $(K8S_STAMP) ## Install helm, kubectl, etcd, kube-apiserver, checkov, bwrap for tests/k8s (once)
