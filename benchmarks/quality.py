@@ -82,7 +82,8 @@ def cases(epochs: int) -> list[Case]:
 # ---- data --------------------------------------------------------------------------------
 def prepare_electronics(work: Path, quick: bool) -> Path:
     """Our ingest job on the real sample: unbalanced splits with stats.json."""
-    from components.ingest.job import IngestConfig, run_ingest
+    from components.ingest.config import IngestConfig
+    from components.ingest.job import run_ingest
 
     source = SHARED / ELECTRONICS
     if quick:  # a few hundred rows keep every class

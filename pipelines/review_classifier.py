@@ -12,7 +12,7 @@ from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.evaluate.gate import GateConfig
 from components.ingest.component import ingest
-from components.ingest.job import IngestConfig
+from components.ingest.config import IngestConfig
 from components.train.component import fixed_learning_rate, lr_trial, pick_learning_rate, train
 from components.validate.component import validate
 

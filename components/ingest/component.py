@@ -36,7 +36,8 @@ def ingest(
 
     from components.common.artifacts import materialize, write_metrics_file
     from components.common.logs import configure_logging
-    from components.ingest.job import IngestConfig, run_ingest
+    from components.ingest.config import IngestConfig
+    from components.ingest.job import run_ingest
 
     configure_logging()
     # The output prefix is a function of the inputs, so a cached run and a fresh one with the

@@ -2,7 +2,7 @@
 
 Each file's header is checked here (wrong header, not a TSV or not gzip at all) and reported in
 one line that names the file. A gzip that is cut short is found by Spark's own read, which
-names the file too (``job.read_failure``): decompressing every input here first took about
+names the file too (``failures.read_failure``): decompressing every input here first took about
 as long as the JVM's start (5 s at 5M rows) and competed with it for the cores.
 """
 

@@ -156,7 +156,7 @@ def run_scoring(cfg: ScoreConfig, settings: Settings | None = None) -> dict:
         from py4j.protocol import Py4JJavaError
         from pyspark.errors import PySparkException
 
-        from components.ingest.job import read_failure
+        from components.ingest.failures import read_failure
         from components.score.read import read_reviews
 
         # Executors on this machine read the driver's copy; on a cluster each fetches its own.

@@ -18,8 +18,10 @@ from components.common.storage import S3Storage, is_s3_uri
 def read_reviews(cfg: Any, fmt: str, inputs: list[Any], storage: S3Storage | None, work: Path,
                  settings: Settings) -> tuple[Any, Any, dict[str, str]]:  # fmt: skip
     """The Spark session, the classified rows (persisted) and what Spark read -> input names."""
-    from components.ingest.job import IngestConfig, StageTimer, Stats, start_spark
+    from components.ingest.config import IngestConfig
+    from components.ingest.job import start_spark
     from components.ingest.spark import choose_read_path, has_s3a
+    from components.ingest.stats import StageTimer, Stats
 
     ingest_cfg = IngestConfig(
         input=cfg.input, output=cfg.output, spark_master=cfg.spark_master,
@@ -31,7 +33,8 @@ def read_reviews(cfg: Any, fmt: str, inputs: list[Any], storage: S3Storage | Non
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
-    from components.ingest.job import prepare_inputs, read_failure
+    from components.ingest.failures import read_failure
+    from components.ingest.job import prepare_inputs
 
     if fmt == "tsv":
         paths = prepare_inputs(inputs, read_path, storage, work / "raw", stats)
@@ -53,7 +56,7 @@ def _classify_tsv(spark: Any, paths: dict[str, str], text_fields: tuple[str, ...
 
     from components.ingest import inputs as raw_inputs
     from components.ingest import transforms as tr
-    from components.ingest.job import read_lines
+    from components.ingest.write import read_lines
 
     body = read_lines(spark, list(paths)).filter(F.col("value") != raw_inputs.HEADER)
     classified = tr.classify(tr.parse_lines(body), text_fields, clean or tr.clean_text_column)

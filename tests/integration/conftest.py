@@ -45,7 +45,8 @@ def storage(settings: Settings) -> S3Storage:
 @pytest.fixture(scope="session")
 def splits(tmp_path_factory) -> tuple[Path, float]:
     """Ingested splits of generated reviews, and the generator's accuracy ceiling."""
-    from components.ingest.job import IngestConfig, run_ingest
+    from components.ingest.config import IngestConfig
+    from components.ingest.job import run_ingest
     from pipelines.generate import GeneratorConfig, generate
 
     raw = tmp_path_factory.mktemp("raw")

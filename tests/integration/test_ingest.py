@@ -10,7 +10,8 @@ from pyspark.sql import SparkSession
 from components.common.errors import InvalidInput
 from components.common.schema import RAW_COLUMNS
 from components.ingest import udfs
-from components.ingest.job import IngestConfig, main, run_ingest
+from components.ingest.config import IngestConfig
+from components.ingest.job import main, run_ingest
 from components.ingest.spark import build_spark_conf, create_session
 from components.ingest.transforms import classify, clean_text_column, mark_duplicates, parse_lines
 from pipelines.generate import GeneratorConfig, generate

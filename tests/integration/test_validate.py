@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from components.common.errors import DataValidationFailed
-from components.ingest.job import IngestConfig, run_ingest
+from components.ingest.config import IngestConfig
+from components.ingest.job import run_ingest
 from components.validate.job import ValidateConfig, run_validation
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -10,7 +10,7 @@ from components.deploy.inferenceservice import ServiceSpec
 from components.evaluate.component import evaluate
 from components.evaluate.gate import GateConfig
 from components.ingest.component import ingest
-from components.ingest.job import IngestConfig
+from components.ingest.config import IngestConfig
 from components.ingest.spark import K8sOptions
 from components.train.cluster import ClusterSpec
 from components.train.component import lr_trial, train

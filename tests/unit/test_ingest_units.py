@@ -6,8 +6,8 @@ import yaml
 
 from components.common.errors import ConfigurationError, InvalidInput
 from components.common.settings import Settings
+from components.ingest.config import IngestConfig
 from components.ingest.inputs import check_raw_file, list_inputs
-from components.ingest.job import IngestConfig
 from components.ingest.spark import (
     IRSA_PROVIDER,
     K8sOptions,
@@ -183,7 +183,7 @@ def test_driver_memory_reaches_the_jvm_and_bad_values_are_refused():
 
 
 def test_spark_read_failures_name_the_input_as_given():
-    from components.ingest.job import read_failure
+    from components.ingest.failures import read_failure
 
     trace = (
         "An error occurred while calling o63.count.\n: org.apache.spark.SparkException: "
