@@ -48,6 +48,12 @@ def _client_env(state: Path) -> Settings:
 
 
 def test_full_run_trains_registers_and_serves(first, state):
+    # one screen before the summary: a line per step; the steps' own output is in their logs
+    before_summary = first.split("Pipeline steps")[0].splitlines()
+    assert len(before_summary) < 20, "\n".join(before_summary)
+    assert "Executing task" not in first and "Spark" not in first.split("Pipeline steps")[0]
+    logs = Path(re.search(r"^Step logs (\S+)$", first, re.M).group(1))
+    assert "Executing task 'train'" in (logs / "train.log").read_text()
     assert re.search(r"validate\s+│\s+SUCCESS", first)
     assert re.search(r"ingest\s+│\s+SUCCESS", first) and re.search(r"deploy\s+│\s+SUCCESS", first)
     url = re.search(r"^Inference URL: (http://127\.0\.0\.1:\d+/v1/models/review-classifier:predict)$",
