@@ -76,7 +76,8 @@ def start_local_sink(stack: LocalStack | None = None, output: str = "",
     running = info.services.get(SINK) if info else None
     if running and running.healthy():
         return running
-    port = free_port()
+    # a restarted sink takes its old port: running predictors keep sending to that URL
+    port = int(running.url.rsplit(":", 1)[1]) if running else free_port()
     base = f"http://127.0.0.1:{port}"
     log = stack.state_dir / "logs" / f"{SINK}.log"
     argv = [sys.executable, "-m", "components.monitor.sink", "--host", "127.0.0.1",

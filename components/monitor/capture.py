@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from components.common.errors import InvalidInput
+from components.ingest.transforms import clean_text
 from components.validate.suites import TEXT_ONLY_PROPERTIES, text_only_properties
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -93,7 +94,8 @@ def predictions_of_response(body: Any) -> list[dict]:
         out = []
         for p in body["predictions"]:
             probs = {str(k): float(v) for k, v in (p.get("probabilities") or {}).items()}
-            out.append({"star": int(p["star_rating"]), "label": str(p.get("label", "")),
+            star = p.get("star_rating")  # None for the 3-class sentiment model
+            out.append({"star": -1 if star is None else int(star), "label": str(p.get("label", "")),
                         "confidence": float(p.get("score", max(probs.values(), default=0.0))),
                         "probabilities": probs})  # fmt: skip
         return out
@@ -155,7 +157,9 @@ def records_of_pair(request: Event, response: Event, keep_text: bool = True) -> 
     name = request.attributes.get("inferenceservicename") or ""
     if not name and isinstance(resp_body, dict):
         name = str(resp_body.get("model_name") or "")
-    props = text_only_properties(pd.Series(texts, dtype=object)).to_dict("records")
+    # properties of the text as ingest cleans it, so they compare with the training split's
+    props = text_only_properties(pd.Series([clean_text(t) for t in texts], dtype=object))
+    props = props.to_dict("records")
     return [
         {
             "request_id": request.id, "instance": i, "time": request.time, "model_name": name,

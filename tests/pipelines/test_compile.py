@@ -83,3 +83,20 @@ def test_pipeline_shape():
     assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     assert k8s["configMapAsEnv"][0]["configMapName"] == "review-classifier-env"
+
+
+def test_monitor_component_compiles_with_its_decision_outputs(tmp_path):
+    from kfp import compiler
+
+    from components.monitor.component import monitor
+
+    out = tmp_path / "monitor.yaml"
+    compiler.Compiler().compile(monitor, str(out))
+    spec = yaml.safe_load(out.read_text())
+    outputs = spec["root"]["outputDefinitions"]
+    assert set(outputs["parameters"]) == {"retrain", "reasons"}
+    assert set(outputs["artifacts"]) == {"report", "summary", "metrics"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["confidence"]["defaultValue"] == 0.7
+    golden = next(yaml.safe_load_all(GOLDEN.read_text()))
+    assert golden["root"]["inputDefinitions"]["parameters"]["feedback_uri"]["defaultValue"] == ""

@@ -59,6 +59,16 @@ def test_v1_pair_gives_one_record_per_instance_with_properties():
     assert out.paired_ids == ["a"] and not out.carry and not out.dropped
 
 
+def test_properties_are_of_the_text_as_ingest_cleans_it():
+    request = {"instances": ["Fine&amp;dandy<br />ok"]}
+    response = {"predictions": V1_RESPONSE["predictions"][:1]}
+    (record,) = capture.pair_events(
+        pair("c", request=request, response=response), set(), 1, 60
+    ).records
+    assert record["text"] == "Fine&amp;dandy<br />ok"  # what was served
+    assert record["text_length"] == len("Fine&dandy ok") and record["word_count"] == 2
+
+
 def test_without_text_only_properties_are_kept():
     (record, _) = capture.pair_events(pair("a"), set(), 1.0, 60, keep_text=False).records
     assert record["text"] is None and record["text_length"] == 18
