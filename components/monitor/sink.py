@@ -163,6 +163,8 @@ class Spool:
     def flush(self) -> dict:
         """Seal the open segment and write everything complete; returns what was written."""
         with self.flush_lock:
+            if (self.dir / MANIFEST).exists():  # an earlier batch failed (S3 down): it first
+                self._execute(json.loads((self.dir / MANIFEST).read_text()))
             with self.lock:
                 sealed = [n for n in self._segment_ids() if n <= self.current_id]
                 if not any(self._segment(n).stat().st_size for n in sealed):
@@ -190,6 +192,8 @@ class Spool:
             f.write("".join(f"{stamp} {batch} {i}\n" for i in pairing.paired_ids))
             f.flush()
             os.fsync(f.fileno())
+        horizon = stamp - self.cfg.dedupe_seconds
+        self.done = {i: v for i, v in self.done.items() if v[0] >= horizon}
         for i in pairing.paired_ids:
             self.done[i] = (stamp, batch)
         (self.dir / MANIFEST).replace(self.dir / COMMITTED)

@@ -45,6 +45,8 @@ def test_sink_killed_mid_stream_loses_and_doubles_nothing(stack, storage, tmp_pa
     time.sleep(1.0)  # the sender keeps retrying while the sink is gone
     sink = _start(port, tmp_path / "spool", output, log)
     assert sender.drain(120), "the sender could not deliver every event after the restart"
+    bad = httpx.post(f"{sink.url}/", content=b"{}", headers={"ce-id": "x", "ce-type": "other"})
+    assert bad.status_code == 400 and "ce-type 'other' is not one of" in bad.json()["error"]
     flushed = httpx.post(f"{sink.url}/flush", timeout=60).json()
     stats = httpx.get(f"{sink.url}/stats", timeout=10).json()
     stop_process(sink.pid)

@@ -156,3 +156,23 @@ def test_interrupted_flush_is_redone_exactly_once(tmp_path, monkeypatch):
     df = _written(tmp_path)
     assert len(df) == 22 and df.groupby(["request_id", "instance"]).size().max() == 1
     assert restarted.dropped == {"duplicate": 2}
+
+
+def test_a_failed_batch_is_retried_before_the_next_one(tmp_path, monkeypatch):
+    spool = _spool(tmp_path)
+    for event in pair("r1"):
+        spool.append(event)
+    original = Spool._write_objects
+
+    def fail(*_a, **_k):
+        raise StorageError("S3 is down")
+
+    monkeypatch.setattr(Spool, "_write_objects", fail)
+    with pytest.raises(StorageError):
+        spool.flush()
+    monkeypatch.setattr(Spool, "_write_objects", original)
+    for event in pair("r2"):
+        spool.append(event)
+    spool.flush()
+    df = _written(tmp_path)
+    assert sorted(df["request_id"]) == ["r1", "r1", "r2", "r2"] and not spool.dropped

@@ -93,3 +93,12 @@ def test_labelled_rows_become_raw_rows_for_ingest():
     assert set(raw["review_date"]) == {"2026-12-01"} and set(raw["product_category"]) == {
         "Feedback"
     }
+
+
+def test_make_monitor_without_a_local_stack_says_what_to_do(tmp_path, monkeypatch, capsys):
+    from pipelines.monitor import main
+
+    monkeypatch.setenv("LOCAL_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("KFP_HOST", raising=False)
+    assert main(["--no-retrain"]) == 1
+    assert "no local stack is running; run `make pipeline-run` first" in capsys.readouterr().err
