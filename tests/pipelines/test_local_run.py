@@ -14,6 +14,7 @@ import pytest
 from components.common.settings import Settings
 from components.common.storage import S3Storage
 from pipelines.stack import LocalStack
+from tests.pipelines.test_remote import FakeKfp
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,10 +160,11 @@ def _send(url: str, texts: list[str], batch: int = 20) -> None:
         assert r.status_code == 200, r.text
 
 
-def _monitor(state: Path, *args: str) -> str:
+def _monitor(state: Path, *args: str, cluster_env: dict | None = None) -> str:
     env = {**os.environ, "LOCAL_STATE_DIR": str(state), "MLFLOW_EXPERIMENT": "pipeline-e2e"}
     for key in ("S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "KFP_HOST", "AWS_ENDPOINT_URL_S3"):
         env.pop(key, None)
+    env.update(cluster_env or {})  # what a cluster's ConfigMap and the CronJob would set
     proc = subprocess.run([sys.executable, "-m", "pipelines.monitor", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -239,3 +241,38 @@ def test_monitor_loop_no_retrain_in_distribution_retrain_on_shifted_traffic(
              if o.key.endswith("stats.json")]  # fmt: skip
     fed = [s for s in stats if s.get("feedback")]
     assert fed and fed[0]["feedback"]["labelled_rows"] == len(queue)
+
+
+def test_monitor_on_a_cluster_starts_a_kfp_run_with_the_feedback(
+    first,
+    state,
+    kfp_server,
+    reviews_dir,
+):
+    """The CronJob's path: KFP_HOST set, the same verdict starts a run on Kubeflow Pipelines
+    (a local server answering the KFP REST API, as in test_remote.py)."""
+    import pandas as pd
+
+    from components.common.schema import pandas_read_options
+
+    settings = _client_env(state)
+    info = LocalStack(state, Settings.from_env({}, dotenv=None)).status()
+    real = pd.read_csv(reviews_dir / "amazon_reviews_us_Electronics_v1_00.sample.tsv",
+                       **pandas_read_options())  # fmt: skip
+    real = real[real["review_body"].str.strip() != ""].iloc[300:600]
+    since = pd.Timestamp.now(tz="UTC").isoformat()
+    _send(info.services["predictor-review-classifier"].url, list(real["review_body"]))
+    httpx.post(f"{info.services['capture-sink'].url}/flush", timeout=60).raise_for_status()
+    labelled = "request_id,instance,time,text,label\nr9,0,2026-12-01T08:00:00Z,Works fine,4\n"
+    S3Storage(settings).put_bytes(f"s3://{settings.data_bucket}/monitoring/labelled/b2.csv",
+                                  labelled.encode())  # fmt: skip
+    cluster = {**info.client_env(settings), "KFP_HOST": kfp_server}
+    out = _monitor(state, "--since", since, "--output-dir", str(state / "remote-monitor"),
+                   cluster_env=cluster)  # fmt: skip
+    assert re.search(r"Monitor verdict for review-classifier v\d+: retrain", out), out
+    assert f"Run URL: {kfp_server}/#/runs/details/run-1" in out
+    params = FakeKfp.state["run"]["runtime_config"]["parameters"]
+    assert params["input_uri"].startswith(f"s3://{settings.data_bucket}/raw/")
+    assert params["feedback_uri"].startswith(
+        f"s3://{settings.data_bucket}/monitoring/feedback-snapshots/"
+    )
