@@ -92,7 +92,8 @@ class ReviewClassifierModel(Model):
         if isinstance(payload, InferRequest):
             texts = texts_from_v2(payload, self.limits)
             probs = await self.batcher.submit(texts)
-            self._capture(headers, texts, probs)
+            if self.payload_logger is not None:
+                self._capture(headers, texts, probs)
             return self._v2_response(payload, probs)
         if not isinstance(payload, dict) or "texts" not in payload:
             raise InvalidInput("unsupported request")
