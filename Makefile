@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 STATE_DIR ?= .local
 ROWS ?= 20000
 RUN_ARGS ?=
+MONITOR_ARGS ?=
 MODEL_DIR ?=
 MODEL_NAME ?= review-classifier
 PORT ?= 8080
@@ -27,7 +28,7 @@ K8S_STAMP := $(K8S_TOOLS_DIR)/.installed
 export LOCAL_STATE_DIR := $(STATE_DIR)
 export K8S_TOOLS_DIR
 
-.PHONY: help setup lock test test-unit lint fmt compile pipeline-run batch-score serve bench images push \
+.PHONY: help setup lock test test-unit lint fmt compile pipeline-run batch-score monitor serve bench images push \
 	gpu-wheels gpu-check image-sizes \
 	deploy k8s-tools crds stack-up stack-down stack-status generate clean
 
@@ -100,6 +101,9 @@ pipeline-run: $(STAMP) ## Run the pipeline (embedded default, or KFP when KFP_HO
 
 batch-score: $(STAMP) ## Score reviews with the champion: RUN_ARGS="--input s3://... [--output s3://...]"
 	$(if $(KFP_HOST),IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG)) $(PY) -m pipelines.run --pipeline batch-score $(RUN_ARGS)
+
+monitor: $(STAMP) ## Captured traffic vs the training data; retrain when it says so (MONITOR_ARGS="--no-retrain ...")
+	$(if $(KFP_HOST),IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG)) $(PY) -m pipelines.monitor $(MONITOR_ARGS)
 
 compile: $(STAMP) ## Compile the KFP pipelines to pipelines/review_classifier.yaml and batch_score.yaml
 	$(PY) -m pipelines.compile

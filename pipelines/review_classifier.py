@@ -52,6 +52,7 @@ def _train_resources(task: dsl.PipelineTask, gpus_per_node: int) -> dsl.Pipeline
 )
 def review_classifier(
     input_uri: str = "s3://review-classifier/raw/amazon-reviews/",
+    feedback_uri: str = "",
     data_uri: str = "s3://review-classifier/processed/",
     checkpoint_uri: str = "s3://review-classifier/checkpoints/",
     label_mode: str = "star_rating",
@@ -97,7 +98,7 @@ def review_classifier(
     ingest_task = ingest(
         input_uri=input_uri, output_uri=data_uri, label_mode=label_mode, balance=balance,
         train_fraction=train_fraction, validation_fraction=validation_fraction,
-        test_fraction=test_fraction, spark_master=spark_master,
+        test_fraction=test_fraction, spark_master=spark_master, feedback_uri=feedback_uri,
     )  # fmt: skip
     ingest_task.set_display_name("ingest (Spark)").set_caching_options(True)
     ingest_task.set_cpu_limit("4").set_memory_limit("16G")

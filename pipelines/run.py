@@ -112,7 +112,8 @@ class StepFiles:
         return self._file.write(_ANSI.sub("", text))
 
     def flush(self) -> None:
-        self._file.flush()
+        if not self._file.closed:
+            self._file.flush()
 
     def isatty(self) -> bool:
         return False
@@ -122,6 +123,10 @@ class StepFiles:
 
     def close(self) -> None:
         self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
 
     def tail(self, name: str, lines: int = 25) -> list[str]:
         path = self.paths.get(name)
@@ -133,17 +138,40 @@ class StepFiles:
     def capture(self) -> Iterator[StepFiles]:
         """Send sys.stdout, sys.stderr and the root logger's stream handlers here."""
         saved = sys.stdout, sys.stderr
-        handlers = [h for h in logging.getLogger().handlers
-                    if isinstance(h, logging.StreamHandler) and h.stream in saved]  # fmt: skip
+        # every logger's stream handlers on the terminal (kfp.local keeps some of its own), and
+        # any left on a closed stream (an earlier run's files), which would only raise
+        handlers = [h for h in _stream_handlers()
+                    if h.stream in saved or getattr(h.stream, "closed", False)]  # fmt: skip
         sys.stdout = sys.stderr = self  # type: ignore[assignment]
-        streams = [h.setStream(self) for h in handlers]
+        streams = [_swap(h, self) for h in handlers]
         try:
             yield self
         finally:
             sys.stdout, sys.stderr = saved
             for handler, stream in zip(handlers, streams, strict=True):
-                handler.setStream(stream)
+                _swap(handler, saved[1] if getattr(stream, "closed", False) else stream)
+            for handler in _stream_handlers():  # made while the run printed here
+                if handler.stream is self:
+                    _swap(handler, saved[1])
             self.close()
+
+
+def _swap(handler: logging.StreamHandler, stream: Any) -> Any:
+    """Point ``handler`` at ``stream``; unlike setStream, never flushes a closed old stream."""
+    with handler.lock:
+        old, handler.stream = handler.stream, stream
+    return old
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    names = list(logging.Logger.manager.loggerDict)
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in names)]
+    return [
+        h
+        for lg in loggers
+        for h in getattr(lg, "handlers", [])
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
 
 
 class StepProgress:

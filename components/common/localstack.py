@@ -222,12 +222,15 @@ class LocalStack:
         return info
 
     def down(self) -> list[str]:
-        """Stop every registered process (predictors first, then MLflow, then S3)."""
+        """Stop every registered process (predictors, the capture sink, MLflow, then S3)."""
         info = self.read()
         if not info:
             return []
         stopped = []
-        order = sorted(info.services, key=lambda n: {"s3": 2, "mlflow": 1}.get(n, 0))
+        # predictors first (their payload loggers hand the sink what they hold), then the sink
+        # (it writes its last batch to S3), then MLflow, then S3
+        rank = {"s3": 3, "mlflow": 2, "capture-sink": 1}
+        order = sorted(info.services, key=lambda n: rank.get(n, 0))
         for name in order:
             stop_process(info.services[name].pid)
             stopped.append(name)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import yaml
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from components.common.errors import ModelLoadError
@@ -57,6 +58,20 @@ def version_by_alias(name: str, alias: str) -> mlflow.entities.model_registry.Mo
         return mlflow.MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+def find_version(name: str, alias: str = "", number: str = "") -> ModelVersion:
+    """The version ``alias`` points at, or version ``number``; ModelLoadError naming what lacks."""
+    try:
+        client = mlflow.MlflowClient()
+        return (client.get_model_version_by_alias(name, alias) if alias
+                else client.get_model_version(name, number))  # fmt: skip
+    except MlflowException as e:
+        what = f"alias {alias!r}" if alias else f"version {number}"
+        raise ModelLoadError(
+            f"registered model {name!r} has no {what} in the MLflow registry at "
+            f"{mlflow.get_tracking_uri()}"
+        ) from e
 
 
 def promote(name: str, version: str) -> None:

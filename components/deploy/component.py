@@ -40,6 +40,7 @@ def deploy(
         held_set_check,
         predict_url,
         start_local_predictor,
+        start_local_sink,
     )
 
     configure_logging()
@@ -53,7 +54,9 @@ def deploy(
         # the registered version's own bytes when there is one (as KServe serves on a cluster)
         source = (fetch_registered(model_storage_uri, name, registered_version)
                   if model_storage_uri else model.path)  # fmt: skip
-        service = start_local_predictor(str(source), service_name)
+        # every inference is captured: a given sink URL, else the local sink (started or reused)
+        sink = logger_url or start_local_sink().url
+        service = start_local_predictor(str(source), service_name, logger_url=sink)
         held_set_check(service.url, held, min_agreement)  # service.url: its predict URL
         if registered_version:
             promote(name, registered_version)

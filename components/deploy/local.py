@@ -30,11 +30,12 @@ def predict_url(base: str, name: str) -> str:
 
 def start_local_predictor(
     model_dir: str, name: str, stack: LocalStack | None = None, timeout: float = 180.0,
-    max_batch_size: int = 32, max_batch_delay_ms: float = 5.0,
+    max_batch_size: int = 32, max_batch_delay_ms: float = 5.0, logger_url: str = "",
 ) -> Service:  # fmt: skip
     """Start ``python -m components.serve`` on a free port and wait until it is ready.
 
-    The process is registered with the local stack, so ``make stack-down`` stops it.
+    The process is registered with the local stack, so ``make stack-down`` stops it. With
+    ``logger_url`` every inference is sent to that capture sink (what KServe's logger does).
     """
     stack = stack or LocalStack()
     http, grpc = free_port(), free_port()
@@ -44,11 +45,49 @@ def start_local_predictor(
             str(model_dir), "--http_port", str(http), "--grpc_port", str(grpc),
             "--max_batch_size", str(max_batch_size), "--max_batch_delay_ms",
             str(max_batch_delay_ms)]  # fmt: skip
+    if logger_url:
+        argv += ["--logger_url", logger_url]
     pid = spawn(f"predictor {name}", argv, log, dict(os.environ))
     service = Service(f"predictor-{name}", pid, predict_url(base, name),
                       f"{base}/v1/models/{name}", str(log))  # fmt: skip
     try:
         wait_healthy(service, timeout, model_ready)
+    except BaseException:
+        stop_process(pid)
+        raise
+    stack.register(service)
+    return service
+
+
+SINK = "capture-sink"
+
+
+def start_local_sink(stack: LocalStack | None = None, output: str = "",
+                     flush_seconds: float = 15.0, timeout: float = 60.0) -> Service:  # fmt: skip
+    """The capture sink beside the local predictor, reused while it runs.
+
+    Its spool is ``<state dir>/capture-spool`` and it is registered with the local stack, so
+    ``make stack-down`` stops it (a clean stop writes what is complete first).
+    """
+    from components.monitor.layout import capture_uri
+
+    stack = stack or LocalStack()
+    info = stack.read()
+    running = info.services.get(SINK) if info else None
+    if running and running.healthy():
+        return running
+    # a restarted sink takes its old port: running predictors keep sending to that URL
+    port = int(running.url.rsplit(":", 1)[1]) if running else free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = stack.state_dir / "logs" / f"{SINK}.log"
+    argv = [sys.executable, "-m", "components.monitor.sink", "--host", "127.0.0.1",
+            "--port", str(port), "--output", output or capture_uri(stack.settings),
+            "--spool-dir", str(stack.state_dir / "capture-spool"),
+            "--flush-seconds", str(flush_seconds), "--instance", "local"]  # fmt: skip
+    pid = spawn(SINK, argv, log, dict(os.environ))
+    service = Service(SINK, pid, base, f"{base}/healthz", str(log))
+    try:
+        wait_healthy(service, timeout)
     except BaseException:
         stop_process(pid)
         raise

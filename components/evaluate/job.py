@@ -154,6 +154,8 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
             "training_run_id": cfg.mlflow_run_id, "test_accuracy": f"{ours['accuracy']:.4f}",
             "baseline_accuracy": f"{base['accuracy']:.4f}", "label_mode": label_map.mode.value,
             "test_macro_f1": f"{ours['macro_f1']:.4f}", "gate_metric": cfg.gate.metric,
+            # the ingest output (splits + stats.json) the monitor compares served traffic with
+            "data_uri": stats.get("config", {}).get("output", ""),
         }  # fmt: skip
         result["registered_version"] = registry.register(cfg.model_uri, name, tags)
         result["model_storage_uri"] = registry.model_dir_uri(cfg.model_uri, settings)

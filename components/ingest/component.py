@@ -26,6 +26,7 @@ def ingest(
     seed: int = 42,
     spark_master: str = "local[*]",
     text_fields: str = "review_body",
+    feedback_uri: str = "",
 ):
     """Raw review TSV under ``input_uri`` to Parquet splits under ``output_uri`` (S3 prefix)."""
     import hashlib
@@ -43,7 +44,8 @@ def ingest(
     # The output prefix is a function of the inputs, so a cached run and a fresh one with the
     # same inputs agree on where the data is, and other inputs never overwrite it.
     key = json.dumps([input_uri, label_mode, balance, train_fraction, validation_fraction,
-                      test_fraction, seed, text_fields])  # fmt: skip
+                      test_fraction, seed, text_fields]
+                     + ([feedback_uri] if feedback_uri else []))  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     with tempfile.TemporaryDirectory(prefix="ingest-out-") as tmp:
         out = f"{output_uri.rstrip('/')}/{digest}" if output_uri else tmp
@@ -53,6 +55,7 @@ def ingest(
                 input=input_uri, output=out, label_mode=label_mode, balance=balance,
                 split=(train_fraction, validation_fraction, test_fraction), seed=seed,
                 spark_master=spark_master, text_fields=tuple(text_fields.split(",")),
+                feedback=feedback_uri,
             ),
             local_copy=local_copy,
         )  # fmt: skip

@@ -39,6 +39,7 @@ class IngestConfig:
     driver_memory: str = "2g"
     text_fields: tuple[str, ...] = ("review_body",)
     k8s: K8sOptions | None = None
+    feedback: str = ""  # labelled review-queue files (CSV/Parquet), read as extra raw rows
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label_mode", LabelMode.parse(self.label_mode))
@@ -100,6 +101,8 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
     parser.add_argument("--executors", type=int, default=4, help="executor count on k8s")
     parser.add_argument("--executor-cores", type=int, default=2, help="cores per executor")
     parser.add_argument("--executor-memory", default="8g", help="memory per executor")
+    parser.add_argument("--feedback", default=IngestConfig.feedback,
+                        help="labelled review-queue files (s3:// prefix or directory)")  # fmt: skip
     args = parser.parse_args(argv)
     k8s = None
     if args.spark_master.startswith("k8s://"):
@@ -112,5 +115,5 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
         input=args.input, output=args.output, label_mode=args.label_mode, balance=args.balance,
         split=tuple(args.split), seed=args.seed, spark_master=args.spark_master,
         driver_memory=args.driver_memory,
-        text_fields=tuple(args.text_fields), k8s=k8s,
+        text_fields=tuple(args.text_fields), k8s=k8s, feedback=args.feedback,
     )  # fmt: skip

@@ -56,7 +56,7 @@ def run_ingest(
     timer = StageTimer(stats.timings_s)
     label_map = label_map_for(config.label_mode)
     stats.label_map = label_map.to_dict()
-    needs_s3 = is_s3_uri(config.input) or is_s3_uri(config.output)
+    needs_s3 = any(is_s3_uri(u) for u in (config.input, config.output, config.feedback))
     storage = S3Storage(settings) if needs_s3 else None
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
         # The JVM starts while the inputs are listed and, when local, checked (the checksums
@@ -77,6 +77,13 @@ def run_ingest(
         if read_path is not ReadPath.LOCAL:
             with timer.stage(f"{'stage and ' if read_path is ReadPath.STAGED else ''}check inputs"):
                 paths = prepare_inputs(files, read_path, storage, Path(tmp) / "raw", stats)
+        if config.feedback:
+            with timer.stage("read labelled feedback"):
+                paths.update(feedback_inputs(config, storage, read_path, Path(tmp), stats))
+                stats.data_version = data_version(
+                    [*files, *(raw_inputs.InputFile(f["uri"], f["size"], f["etag"])
+                               for f in stats.inputs[len(files):])]
+                )  # fmt: skip
         local_out = config.output
         if is_s3_uri(config.output) and read_path is not ReadPath.S3A:
             local_out = local_copy or str(Path(tmp) / "out")
@@ -157,6 +164,41 @@ def prepare_inputs(
     if not readable:
         raise InvalidInput("no input file has any data row (all are empty or header-only)")
     return readable
+
+
+def feedback_inputs(config: IngestConfig, storage: S3Storage | None, read_path: ReadPath,
+                    tmp: Path, stats: Stats) -> dict[str, str]:  # fmt: skip
+    """Labelled review-queue files as raw TSV that Spark reads with the raw files.
+
+    Only rows with a label become raw rows; ingest's own rules then validate and quarantine
+    them like any raw row (a label that is not 1-5 is a ``star_rating`` reject).
+    """
+    from components.monitor import feedback as fb
+
+    found = fb.list_labelled_files(config.feedback, storage)
+    if not found:
+        logger.info("no labelled feedback under %s", config.feedback)
+    paths: dict[str, str] = {}
+    labelled = skipped = 0
+    for index, (uri, size, etag, data) in enumerate(found):
+        df = fb.read_labelled(data, uri)
+        rows = len(fb.labelled_rows(df))
+        labelled, skipped = labelled + rows, skipped + len(df) - rows
+        local = tmp / "feedback" / f"feedback-{index:05d}.tsv"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(fb.to_raw_rows(df))
+        path = str(local)
+        if read_path is ReadPath.S3A:  # executors cannot read the driver's disk
+            staged = f"{config.output.rstrip('/')}/feedback-input/{local.name}"
+            storage.upload_file(local, staged)
+            path = to_s3a(staged)
+        paths[path] = uri
+        stats.inputs.append({"uri": uri, "size": size, "etag": etag, "kind": "feedback"})
+    stats.feedback = {"uri": config.feedback, "files": len(found), "labelled_rows": labelled,
+                      "unlabelled_rows_skipped": skipped}  # fmt: skip
+    logger.info("labelled feedback: %d rows from %d files (%d unlabelled rows skipped)",
+                labelled, len(found), skipped)  # fmt: skip
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ class Stats:
     inputs: list[dict] = field(default_factory=list)
     input_status: dict[str, str] = field(default_factory=dict)
     data_version: str = ""
+    feedback: dict = field(default_factory=dict)
     read_path: str = ""
     text_cleaner: str = ""
     blank_lines: int = 0

@@ -55,22 +55,12 @@ def resolve_model(spec: str, version: str = "", settings: Settings | None = None
         if version:
             raise ConfigurationError("model_version needs a models:/ model, not a location")
         return ResolvedModel("", "", spec)
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     from components.common import registry
 
     name, alias, number = parse_model_spec(spec, version)
-    client = mlflow.MlflowClient()
-    try:
-        found = (client.get_model_version_by_alias(name, alias) if alias
-                 else client.get_model_version(name, number))  # fmt: skip
-    except MlflowException as e:
-        what = f"alias {alias!r}" if alias else f"version {number}"
-        raise ModelLoadError(
-            f"registered model {name!r} has no {what} in the MLflow registry at "
-            f"{mlflow.get_tracking_uri()}"
-        ) from e
+    found = registry.find_version(name, alias, number)
     try:
         uri = registry.model_dir_uri(found.source, settings)
     except (MlflowException, ModelLoadError, OSError) as e:

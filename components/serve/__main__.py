@@ -9,6 +9,7 @@ from kserve import ModelServer, model_server
 from components.common.errors import ModelLoadError
 from components.common.logs import configure_logging
 from components.serve.model import ReviewClassifierModel
+from components.serve.payload_logger import PayloadLogger, served_version
 from components.serve.payloads import Limits
 
 parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
@@ -19,14 +20,22 @@ parser.add_argument("--max_batch_delay_ms", type=float, default=5.0,
 parser.add_argument("--max_instances", type=int, default=256, help="texts per request at most")
 parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text at most")
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: best available)")
+parser.add_argument("--logger_url", default="",
+                    help="capture sink URL: each inference goes there as CloudEvents")  # fmt: skip
+parser.add_argument("--model_version", default="",
+                    help="registered version served (default: from served_from.json)")  # fmt: skip
 
 
 def main() -> int:
     args, _ = parser.parse_known_args()
     configure_logging()
+    payload_logger = None
+    if args.logger_url:
+        version = args.model_version or served_version(args.model_dir)
+        payload_logger = PayloadLogger(args.logger_url, args.model_name, version)
     model = ReviewClassifierModel(
         args.model_name, args.model_dir, args.max_batch_size, args.max_batch_delay_ms,
-        Limits(args.max_instances, args.max_chars), args.device,
+        Limits(args.max_instances, args.max_chars), args.device, payload_logger,
     )  # fmt: skip
     try:
         model.load()

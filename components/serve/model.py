@@ -16,6 +16,7 @@ from components.common.errors import ModelLoadError
 from components.common.inference import Classifier
 from components.common.storage import S3Storage, is_s3_uri
 from components.serve.batching import DynamicBatcher
+from components.serve.payload_logger import PayloadLogger, request_id
 from components.serve.payloads import V2_INPUT, Limits, texts_from_v1, texts_from_v2
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class ReviewClassifierModel(Model):
         max_batch_delay_ms: float = 5.0,
         limits: Limits | None = None,
         device: str | None = None,
+        payload_logger: PayloadLogger | None = None,
     ) -> None:
         super().__init__(name)
         self.model_dir = model_dir
@@ -55,6 +57,7 @@ class ReviewClassifierModel(Model):
         self.device = device
         self.classifier: Classifier | None = None
         self.batcher: DynamicBatcher | None = None
+        self.payload_logger = payload_logger  # every answered inference to the capture sink
 
     def load(self) -> bool:
         """Load, warm up with one batch, and only then report ready."""
@@ -89,11 +92,20 @@ class ReviewClassifierModel(Model):
         if isinstance(payload, InferRequest):
             texts = texts_from_v2(payload, self.limits)
             probs = await self.batcher.submit(texts)
+            if self.payload_logger is not None:
+                self._capture(headers, texts, probs)
             return self._v2_response(payload, probs)
         if not isinstance(payload, dict) or "texts" not in payload:
             raise InvalidInput("unsupported request")
         probs = await self.batcher.submit(payload["texts"])
-        return {"predictions": [self.classifier.to_prediction_np(row).to_dict() for row in probs]}
+        return self._capture(headers, payload["texts"], probs)
+
+    def _capture(self, headers: dict[str, str] | None, texts: list[str], probs: np.ndarray) -> dict:
+        """The V1 answer, also sent to the payload logger when there is one (V2 as V1 too)."""
+        answer = {"predictions": [self.classifier.to_prediction_np(r).to_dict() for r in probs]}
+        if self.payload_logger is not None:
+            self.payload_logger.log(request_id(headers), {"instances": texts}, answer)
+        return answer
 
     def _v2_response(self, request: InferRequest, probs: np.ndarray) -> InferResponse:
         index = probs.argmax(axis=1)

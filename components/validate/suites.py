@@ -41,19 +41,42 @@ class Thresholds:
     min_class_ratio: float = 0.5
 
 
+# The properties of a text alone: what validation checks and what the monitor compares between
+# the training split and served traffic (which has no votes or dates).
+TEXT_ONLY_PROPERTIES = (
+    "text_length",
+    "word_count",
+    "uppercase_share",
+    "punctuation_share",
+    "non_ascii_share",
+)
+
+
+def text_only_properties(text: pd.Series) -> pd.DataFrame:
+    """``TEXT_ONLY_PROPERTIES`` of each text (a missing text counts as empty)."""
+    text = text.fillna("").astype(str)
+    length = text.str.len().clip(lower=1)
+    return pd.DataFrame(
+        {
+            "text_length": text.str.len(),
+            "word_count": text.str.split().str.len().fillna(0),
+            "uppercase_share": text.str.count(r"[A-Z]") / length,
+            "punctuation_share": text.str.count(r"[^\w\s]") / length,
+            "non_ascii_share": text.str.count(r"[^\x00-\x7f]") / length,
+        }
+    )
+
+
 def text_properties(df: pd.DataFrame) -> pd.DataFrame:
     """Derived columns the checks read (deepchecks' own NLP properties need downloads)."""
     text = df["review_body"].fillna("")
-    length = text.str.len().clip(lower=1)
+    own = text_only_properties(text)
     out = pd.DataFrame(
         {
             "review_body": text,
             "product_category": df["product_category"],
             "label": df["label"],
-            "text_length": text.str.len(),
-            "word_count": text.str.split().str.len().fillna(0),
-            "uppercase_share": text.str.count(r"[A-Z]") / length,
-            "punctuation_share": text.str.count(r"[^\w\s]") / length,
+            **{name: own[name] for name in PROPERTIES if name in own},
             "helpful_votes": df["helpful_votes"],
             "total_votes": df["total_votes"],
             "review_year": pd.to_datetime(df["review_date"], errors="coerce").dt.year.fillna(0),

@@ -10,7 +10,8 @@ import yaml
 
 from tests.k8s.conftest import CHARTS, ROOT, helm_template, run, tool
 
-BUILTIN_POD_KINDS = {"Pod": ("spec",), "Deployment": ("spec", "template", "spec")}
+BUILTIN_POD_KINDS = {"Pod": ("spec",), "Deployment": ("spec", "template", "spec"),
+                     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec")}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(CHARTS))
@@ -260,3 +261,49 @@ def test_images_push_deploy_and_pipeline_share_one_tag_scheme(tmp_path):
     run(sys.executable, "-m", "pipelines.compile", "--output", str(compiled), env=env)
     images = set(re.findall(r"^ +image: (\S+/\S+)$", compiled.read_text(), re.M))
     assert images == {f"{registry}/{name}:{tag}" for name in ("spark", "train")}, images
+
+
+def test_monitoring_manifests_wire_the_sink_and_the_schedule(rendered):
+    from components.monitor.layout import CAPTURE_PREFIX
+
+    objs = {(d["kind"], d["metadata"]["name"]): d for d in rendered["manifests/monitoring"]}
+    sink = objs[("Deployment", "capture-sink")]["spec"]["template"]["spec"]
+    (container,) = sink["containers"]
+    assert container["command"] == ["python", "-m", "components.monitor.sink"]
+    assert f"--output=s3://review-classifier/{CAPTURE_PREFIX}" in container["args"]
+    assert any(v["mountPath"] == "/var/spool/capture" for v in container["volumeMounts"])
+    service = objs[("Service", "capture-sink")]
+    assert service["spec"]["selector"] == {"app.kubernetes.io/name": "capture-sink"}
+    cron = objs[("CronJob", "review-classifier-monitor")]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["python", "-m", "pipelines.monitor"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["KFP_HOST"].startswith("http://ml-pipeline.kubeflow")
+    (token,) = [v for v in pod["volumes"] if v["name"] == "kfp-token"]
+    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == (
+        "pipelines.kubeflow.org"
+    )
+    # the predictor may reach the sink and the sink takes only the predictor's events
+    ingress = objs[("NetworkPolicy", "allow-capture-ingress")]["spec"]["ingress"][0]
+    assert ingress["from"] == [{"podSelector": {"matchLabels": {"component": "predictor"}}}]
+
+
+def test_review_classifier_chart_monitoring_points_the_logger_at_its_sink():
+    objs = {(d["kind"], d["metadata"]["name"]): d
+            for d in helm_template(*CHARTS["review-classifier-eks"])}  # fmt: skip
+    service = objs[("Service", "rc-review-classifier-capture-sink")]
+    logger = objs[("InferenceService", "rc-review-classifier")]["spec"]["predictor"]["logger"]
+    assert logger["url"].startswith(f"http://{service['metadata']['name']}.")
+    sink = objs[("Deployment", "rc-review-classifier-capture-sink")]["spec"]["template"]["spec"]
+    assert sink["containers"][0]["image"].endswith("/review-classifier/spark:0a1b2c3d4e5f")
+    assert (
+        "--output=s3://review-classifier-data/monitoring/captured/" in sink["containers"][0]["args"]
+    )
+    cron = objs[("CronJob", "rc-review-classifier-monitor")]["spec"]
+    assert cron["schedule"] == "17 * * * *"
+    monitor = cron["jobTemplate"]["spec"]["template"]["spec"]
+    assert monitor["serviceAccountName"] == "rc-review-classifier-monitoring"
+    # without monitoring (the default) nothing of it renders and the logger stays off
+    kinds = {d["kind"] for d in helm_template("charts/review-classifier", None)}
+    assert not kinds & {"CronJob", "Deployment", "Service"}

@@ -97,3 +97,20 @@ def test_importing_the_pipeline_reads_no_environment(tmp_path):
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ghcr.io/review-classifier/train:0.1.0" in out.stdout and "elsewhere" not in out.stdout
+
+
+def test_monitor_component_compiles_with_its_decision_outputs(tmp_path):
+    from kfp import compiler
+
+    from components.monitor.component import monitor
+
+    out = tmp_path / "monitor.yaml"
+    compiler.Compiler().compile(monitor, str(out))
+    spec = yaml.safe_load(out.read_text())
+    outputs = spec["root"]["outputDefinitions"]
+    assert set(outputs["parameters"]) == {"retrain", "reasons"}
+    assert set(outputs["artifacts"]) == {"report", "summary", "metrics"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["confidence"]["defaultValue"] == 0.7
+    golden = next(yaml.safe_load_all(GOLDEN.read_text()))
+    assert golden["root"]["inputDefinitions"]["parameters"]["feedback_uri"]["defaultValue"] == ""

@@ -14,6 +14,7 @@ import pytest
 from components.common.settings import Settings
 from components.common.storage import S3Storage
 from pipelines.stack import LocalStack
+from tests.pipelines.test_remote import FakeKfp
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,3 +162,127 @@ def test_batch_score_pipeline_scores_with_the_champion_and_a_chosen_version(firs
     again = _run(state, "--pipeline", "batch-score", "--input", raw, "--output", out,
                  "--param", "model_version=1")  # fmt: skip
     assert "Model review-classifier v1 " in again
+
+
+def _send(url: str, texts: list[str], batch: int = 20) -> None:
+    for i in range(0, len(texts), batch):
+        r = httpx.post(url, json={"instances": texts[i : i + batch]}, timeout=60)
+        assert r.status_code == 200, r.text
+
+
+def _monitor(state: Path, *args: str, cluster_env: dict | None = None) -> str:
+    env = {**os.environ, "LOCAL_STATE_DIR": str(state), "MLFLOW_EXPERIMENT": "pipeline-e2e"}
+    for key in ("S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "KFP_HOST", "AWS_ENDPOINT_URL_S3"):
+        env.pop(key, None)
+    env.update(cluster_env or {})  # what a cluster's ConfigMap and the CronJob would set
+    proc = subprocess.run([sys.executable, "-m", "pipelines.monitor", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_monitor_loop_no_retrain_in_distribution_retrain_on_shifted_traffic(
+    first, state, tmp_path, reviews_dir
+):
+    """make monitor end to end: captured traffic, drift, review queue, labels back, retrain."""
+    import io
+    import time
+
+    import pandas as pd
+
+    from components.common.schema import pandas_read_options
+    from pipelines.generate import GeneratorConfig, generate
+
+    settings = _client_env(state)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    storage = S3Storage(settings)
+    info = LocalStack(state, Settings.from_env({}, dotenv=None)).status()
+    url = info.services["predictor-review-classifier"].url
+    assert "capture-sink" in info.services  # the deploy step started it beside the predictor
+    versions_before = {v.version for v in mlflow.MlflowClient().search_model_versions(
+        "name='review-classifier'")}  # fmt: skip
+    # held-out generated reviews (another seed): the traffic the model was trained for
+    generate(GeneratorConfig(rows=300, seed=101), tmp_path / "held")
+    held = pd.concat(
+        pd.read_csv(p, **pandas_read_options()) for p in (tmp_path / "held").glob("*.tsv.gz")
+    )
+    since = pd.Timestamp.now(tz="UTC").isoformat()
+    _send(url, list(held["review_body"]))
+    calm = _monitor(state, "--since", since, "--no-retrain")
+    assert re.search(r"Monitor verdict for review-classifier v\d+: ok \(300 predictions\)", calm), (
+        calm
+    )
+    assert "Decision: no retrain" in calm
+    # real Electronics reviews: longer, other words, another star mix
+    real = pd.read_csv(reviews_dir / "amazon_reviews_us_Electronics_v1_00.sample.tsv",
+                       **pandas_read_options())  # fmt: skip
+    real = real[real["review_body"].str.strip() != ""].iloc[:300]
+    time.sleep(1.0)
+    since = pd.Timestamp.now(tz="UTC").isoformat()
+    _send(url, list(real["review_body"]))
+    # first without retraining: the verdict, the properties that moved, the review queue
+    shifted = _monitor(state, "--since", since, "--no-retrain")
+    assert re.search(
+        r"Monitor verdict for review-classifier v\d+: retrain \(300 predictions\)", shifted
+    ), shifted
+    assert "property punctuation_share drifted: Kolmogorov-Smirnov" in shifted
+    assert "Decision: retrain asked for; not started (--no-retrain)" in shifted
+    queue_uri = re.search(r"^Review queue: (\d+) predictions in (s3://\S+\.csv)$", shifted, re.M)
+    assert int(queue_uri.group(1)) > 0
+    queue = pd.read_csv(io.BytesIO(storage.get_bytes(queue_uri.group(2))), dtype=str,
+                        keep_default_na=False)  # fmt: skip
+    assert set(queue["label"]) == {""} and (queue["confidence"].astype(float) < 0.7).all()
+    # a labeller fills the label (here: the reviews' real stars) and puts the file back
+    stars = dict(zip(real["review_body"], real["star_rating"].astype(str), strict=False))
+    queue["label"] = queue["text"].map(stars)
+    queue["product_category"] = "Electronics"
+    labelled = f"s3://{settings.data_bucket}/monitoring/labelled/batch-1.csv"
+    storage.put_bytes(labelled, queue.to_csv(index=False).encode())
+    retrained = _monitor(state, "--since", since, "--min-labelled", "1")
+    assert f"{len(queue)} labelled feedback rows (>= 1)" in retrained
+    assert "Decision: retrain started: python -m pipelines.run --input s3://" in retrained
+    assert "feedback_uri=s3://" in retrained and re.search(r"ingest\s+│\s+SUCCESS", retrained)
+    assert re.search(r"deploy\s+│\s+SUCCESS", retrained), retrained[-3000:]
+    versions_after = {v.version for v in mlflow.MlflowClient().search_model_versions(
+        "name='review-classifier'")}  # fmt: skip
+    assert versions_after - versions_before, "the retrain registered no new version"
+    stats = [storage.get_json(f"s3://{settings.data_bucket}/{o.key}")
+             for o in storage.list_objects(f"s3://{settings.data_bucket}/processed/")
+             if o.key.endswith("stats.json")]  # fmt: skip
+    fed = [s for s in stats if s.get("feedback")]
+    assert fed and fed[0]["feedback"]["labelled_rows"] == len(queue)
+
+
+def test_monitor_on_a_cluster_starts_a_kfp_run_with_the_feedback(
+    first,
+    state,
+    kfp_server,
+    reviews_dir,
+):
+    """The CronJob's path: KFP_HOST set, the same verdict starts a run on Kubeflow Pipelines
+    (a local server answering the KFP REST API, as in test_remote.py)."""
+    import pandas as pd
+
+    from components.common.schema import pandas_read_options
+
+    settings = _client_env(state)
+    info = LocalStack(state, Settings.from_env({}, dotenv=None)).status()
+    real = pd.read_csv(reviews_dir / "amazon_reviews_us_Electronics_v1_00.sample.tsv",
+                       **pandas_read_options())  # fmt: skip
+    real = real[real["review_body"].str.strip() != ""].iloc[300:600]
+    since = pd.Timestamp.now(tz="UTC").isoformat()
+    _send(info.services["predictor-review-classifier"].url, list(real["review_body"]))
+    httpx.post(f"{info.services['capture-sink'].url}/flush", timeout=60).raise_for_status()
+    labelled = "request_id,instance,time,text,label\nr9,0,2026-12-01T08:00:00Z,Works fine,4\n"
+    S3Storage(settings).put_bytes(f"s3://{settings.data_bucket}/monitoring/labelled/b2.csv",
+                                  labelled.encode())  # fmt: skip
+    cluster = {**info.client_env(settings), "KFP_HOST": kfp_server}
+    out = _monitor(state, "--since", since, "--output-dir", str(state / "remote-monitor"),
+                   cluster_env=cluster)  # fmt: skip
+    assert re.search(r"Monitor verdict for review-classifier v\d+: retrain", out), out
+    assert f"Run URL: {kfp_server}/#/runs/details/run-1" in out
+    params = FakeKfp.state["run"]["runtime_config"]["parameters"]
+    assert params["input_uri"].startswith(f"s3://{settings.data_bucket}/raw/")
+    assert params["feedback_uri"].startswith(
+        f"s3://{settings.data_bucket}/monitoring/feedback-snapshots/"
+    )

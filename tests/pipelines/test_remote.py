@@ -6,10 +6,9 @@ what the runner sent so the test can check the spec, the parameters and the expe
 
 import json
 import re
-import threading
 from email.parser import BytesParser
 from email.policy import default
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -106,16 +105,6 @@ def _multipart_file(headers, body: bytes) -> str:
                 else part.get_content().decode()
             )
     raise AssertionError("no file in the upload")
-
-
-@pytest.fixture
-def kfp_server():
-    FakeKfp.calls, FakeKfp.state = [], {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def _run(host: str, *argv: str, env: dict | None = None) -> int:

@@ -16,7 +16,10 @@ LOCK = (ROOT / "constraints.txt").read_text()
 ENTRIES = {
     "spark": ["components.ingest.component", "components.ingest.__main__",
               "components.validate.component", "components.validate.__main__",
-              "components.score.component", "components.score.__main__"],
+              "components.score.component", "components.score.__main__",
+              # the monitor stage, the capture sink and the monitor CronJob (manifests/monitoring)
+              "components.monitor.component", "components.monitor.__main__",
+              "components.monitor.sink", "pipelines.monitor"],
     "train": ["components.train.component", "components.train.__main__",
               "components.evaluate.component", "components.evaluate.__main__",
               "components.deploy.component"],
@@ -59,6 +62,8 @@ def _third_party_imports(entries: list[str]) -> set[str]:
                 top = name.split(".")[0]
                 if top in ("components", "pipelines"):
                     todo.append(name)
+                elif name.startswith("kfp.kubernetes"):
+                    found.add("kfp.kubernetes")  # a namespace package of its own distribution
                 elif top not in sys.stdlib_module_names:
                     found.add(top)
     return found
@@ -68,7 +73,7 @@ def _third_party_imports(entries: list[str]) -> set[str]:
 def test_each_image_installs_what_its_code_imports(group):
     req = _req()
     closure = set(req.installed_closure(req.group_requirements(PYPROJECT, group)))
-    providers = metadata.packages_distributions()
+    providers = {**metadata.packages_distributions(), "kfp.kubernetes": ["kfp-kubernetes"]}
     missing = {}
     for module in _third_party_imports(ENTRIES[group]):
         dists = {d.lower().replace("_", "-") for d in providers.get(module, [])}

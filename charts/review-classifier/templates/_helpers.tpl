@@ -53,3 +53,23 @@ app.kubernetes.io/part-of: review-classifier
 {{- define "rc.predictUrl" -}}
 http://{{ include "rc.fullname" . }}-predictor.{{ .Release.Namespace }}.svc.cluster.local/v1/models/{{ include "rc.fullname" . }}:predict
 {{- end }}
+
+{{/* The capture sink's in-cluster URL: where the payload logger posts with monitoring on. */}}
+{{- define "rc.sinkUrl" -}}
+http://{{ include "rc.fullname" . }}-capture-sink.{{ .Release.Namespace }}.svc.cluster.local/
+{{- end }}
+
+{{/* The payload logger's URL: logger.url, else the capture sink when monitoring is on. */}}
+{{- define "rc.loggerUrl" -}}
+{{- if .Values.logger.url }}{{ .Values.logger.url }}
+{{- else if .Values.monitoring.enabled }}{{ include "rc.sinkUrl" . }}
+{{- end }}
+{{- end }}
+
+{{- define "rc.monitoringLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: monitoring
+app.kubernetes.io/part-of: review-classifier
+{{- end }}
