@@ -35,7 +35,7 @@ import pandas as pd  # noqa: E402
 from benchmarks.common import RESULTS, write_result  # noqa: E402
 from benchmarks.quality import ELECTRONICS, SHARED  # noqa: E402
 from benchmarks.serve import load, start  # noqa: E402
-from pipelines.stack import stop_process  # noqa: E402
+from components.common.processes import stop_process  # noqa: E402
 
 BASELINE = "predictor over HTTP"
 

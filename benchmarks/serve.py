@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.common import RESULTS, hardware, median, write_result  # noqa: E402
-from pipelines.stack import free_port, stop_process  # noqa: E402
+from components.common.processes import free_port, stop_process  # noqa: E402
 
 SERVERS = {
     "ours (dynamic batching)": [

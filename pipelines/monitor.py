@@ -45,8 +45,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def _local_stack(settings: Settings) -> Settings | None:
     """Point clients at the running local stack and flush its capture sink; None if down."""
-    from components.common.localstack import LocalStack
-    from components.deploy.local import SINK
+    from pipelines.local_deploy import SINK
+    from pipelines.stack import LocalStack
 
     info = LocalStack(settings=settings).status()
     if info is None:

@@ -486,7 +486,7 @@ def _summarize(console, settings, stack, steps, params, files, error, seconds, s
         n.startswith("deploy") and s["status"] == "SUCCESS" for n, s in steps.steps.items()
     )
     if predictor and deployed:
-        from components.deploy.local import smoke_test
+        from components.deploy.checks import smoke_test
 
         sample = "Absolutely love it, simply perfect. Highly recommend it to everyone."
         prediction = smoke_test(predictor.url, sample)

@@ -1,30 +1,231 @@
-"""The embedded local stack's command line: ``python -m pipelines.stack {up,down,status,env}``.
+"""The embedded local stack: a real S3 API server (moto) and a real MLflow tracking server.
 
-The stack itself (a real S3 API server and a real MLflow tracking server as child processes)
-is ``components.common.localstack``; its names are re-exported here for existing callers.
+Both run as child processes on 127.0.0.1 on free ports, are health-checked before use, keep
+their state and logs under the state directory (``.local/`` by default) and are reused while
+they are alive. Other long-lived processes (the local predictor and its capture sink,
+``pipelines/local_deploy.py``) register themselves here so that ``stack-down`` stops them too.
+Credentials are throwaway values understood only by moto. Development only: no image or
+component on a cluster imports this.
+
+``python -m pipelines.stack {up,down,status,env}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import logging
+import os
 import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from components.common.errors import StackError
-from components.common.localstack import (  # noqa: F401 - re-exported
-    LocalStack,
+from components.common.logs import configure_logging
+from components.common.processes import (
     Service,
-    StackInfo,
     free_port,
-    group_alive,
-    http_ok,
     process_alive,
     spawn,
     stop_process,
     wait_healthy,
 )
-from components.common.logs import configure_logging
+from components.common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+STATE_FILE = "stack.json"
 
 
+@dataclass
+class StackInfo:
+    """What the stack exposes to clients; persisted as ``stack.json``."""
+
+    state_dir: str
+    services: dict[str, Service] = field(default_factory=dict)
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.services["s3"].url
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.services["mlflow"].url
+
+    def client_env(self, settings: Settings) -> dict[str, str]:
+        """Environment variables that point clients (ours, boto3, MLflow) at this stack."""
+        return {
+            **LOCAL_CREDENTIALS,
+            "AWS_REGION": settings.aws_region,
+            "AWS_DEFAULT_REGION": settings.aws_region,
+            "S3_ENDPOINT_URL": self.s3_endpoint,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "state_dir": self.state_dir,
+                "services": {k: asdict(v) for k, v in self.services.items()},
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> StackInfo:
+        data = json.loads(text)
+        services = {k: Service(**v) for k, v in data["services"].items()}
+        return cls(state_dir=data["state_dir"], services=services)
+
+
+class LocalStack:
+    """Start, reuse, inspect and stop the local S3 and MLflow servers."""
+
+    def __init__(self, state_dir: str | Path | None = None, settings: Settings | None = None):
+        self.settings = settings or Settings.from_env()
+        self.state_dir = Path(state_dir or self.settings.local_state_dir).resolve()
+        self.state_file = self.state_dir / STATE_FILE
+
+    def read(self) -> StackInfo | None:
+        if not self.state_file.is_file():
+            return None
+        try:
+            return StackInfo.from_json(self.state_file.read_text())
+        except (ValueError, KeyError, TypeError) as e:
+            raise StackError(f"{self.state_file} is corrupt ({e}); run `make stack-down`") from e
+
+    def status(self) -> StackInfo | None:
+        """The running stack if both servers answer, else None."""
+        info = self.read()
+        if info and all(info.services[n].healthy() for n in ("s3", "mlflow") if n in info.services):
+            return info if {"s3", "mlflow"} <= info.services.keys() else None
+        return None
+
+    def up(self, timeout: float = 180.0) -> StackInfo:
+        """Return the running stack, starting (or restarting) it if needed."""
+        running = self.status()
+        if running:
+            logger.info("reusing the running local stack (%s)", self.state_file)
+            return running
+        if self.read():
+            logger.info("stale stack state found; stopping its leftovers first")
+            self.down()
+        info = StackInfo(state_dir=str(self.state_dir))
+        try:
+            self._start_s3(info, timeout)
+            self._create_buckets(info)
+            self._start_mlflow(info, timeout)
+        except BaseException:
+            # A failed or interrupted start leaves nothing behind.
+            for service in info.services.values():
+                stop_process(service.pid)
+            self.state_file.unlink(missing_ok=True)
+            raise
+        return info
+
+    def down(self) -> list[str]:
+        """Stop every registered process (predictors, the capture sink, MLflow, then S3)."""
+        info = self.read()
+        if not info:
+            return []
+        stopped = []
+        # predictors first (their payload loggers hand the sink what they hold), then the sink
+        # (it writes its last batch to S3), then MLflow, then S3
+        rank = {"s3": 3, "mlflow": 2, "capture-sink": 1}
+        order = sorted(info.services, key=lambda n: rank.get(n, 0))
+        for name in order:
+            stop_process(info.services[name].pid)
+            stopped.append(name)
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+    def register(self, service: Service) -> None:
+        """Record another long-lived process (e.g. the predictor) so ``down`` stops it."""
+        info = self.read() or StackInfo(state_dir=str(self.state_dir))
+        old = info.services.get(service.name)
+        if old and old.pid != service.pid and process_alive(old.pid):
+            stop_process(old.pid)
+        info.services[service.name] = service
+        self._write(info)
+
+    def _write(self, info: StackInfo) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(info.to_json())
+        tmp.replace(self.state_file)
+
+    def _base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(LOCAL_CREDENTIALS)
+        env["AWS_DEFAULT_REGION"] = self.settings.aws_region
+        return env
+
+    def _start_s3(self, info: StackInfo, timeout: float) -> None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = self.state_dir / "logs" / "s3.log"
+        # moto's server, with every bucket mirrored under the state directory (kept across
+        # restarts: MLflow's database there points at model files in it)
+        argv = [sys.executable, "-m", "pipelines.s3server", "-H", "127.0.0.1", "-p", str(port),
+                "--data-dir", str(self.state_dir / "s3"),
+                "--region", self.settings.aws_region]  # fmt: skip
+        pid = spawn("s3 (moto server)", argv, log, self._base_env())
+        service = Service("s3", pid, url, f"{url}/moto-api/", str(log))
+        info.services["s3"] = service
+        self._write(info)
+        wait_healthy(service, timeout)
+
+    def _create_buckets(self, info: StackInfo) -> None:
+        from components.common.storage import S3Storage, make_client
+
+        settings = Settings(**{**asdict(self.settings), "s3_endpoint_url": info.s3_endpoint})
+        with _temporary_env(LOCAL_CREDENTIALS):
+            storage = S3Storage(settings, client=make_client(settings))
+            for bucket in (settings.data_bucket, settings.mlflow_artifact_bucket):
+                storage.ensure_bucket(bucket)
+
+    def _start_mlflow(self, info: StackInfo, timeout: float) -> None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = self.state_dir / "logs" / "mlflow.log"
+        db = self.state_dir / "mlflow" / "mlflow.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        env = self._base_env()
+        env["MLFLOW_S3_ENDPOINT_URL"] = info.s3_endpoint
+        argv = [
+            sys.executable, "-m", "mlflow", "server",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{db}",
+            "--artifacts-destination", f"s3://{self.settings.mlflow_artifact_bucket}/",
+            "--workers", "1",
+        ]  # fmt: skip
+        pid = spawn("mlflow server", argv, log, env)
+        service = Service("mlflow", pid, url, f"{url}/health", str(log))
+        info.services["mlflow"] = service
+        self._write(info)
+        wait_healthy(service, timeout)
+
+
+@contextlib.contextmanager
+def _temporary_env(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# ---- the command line --------------------------------------------------------------------
 def print_summary(info: StackInfo) -> None:
     print(f"S3 endpoint:   {info.s3_endpoint}")
     print(f"MLflow UI:     {info.mlflow_uri}")

@@ -35,13 +35,7 @@ def deploy(
     from components.common.logs import configure_logging
     from components.common.registry import promote
     from components.common.settings import Settings
-    from components.deploy.local import (
-        fetch_registered,
-        held_set_check,
-        predict_url,
-        start_local_predictor,
-        start_local_sink,
-    )
+    from components.deploy.checks import held_set_check, predict_url
 
     configure_logging()
     name = Settings.from_env().registered_model_name
@@ -51,6 +45,9 @@ def deploy(
         return held_set_check(predict_url(base, service_name), held, min_agreement)
 
     if target == "local":
+        # the embedded default only: the local stack and its processes are development tools
+        from pipelines.local_deploy import fetch_registered, start_local_predictor, start_local_sink
+
         # the registered version's own bytes when there is one (as KServe serves on a cluster)
         source = (fetch_registered(model_storage_uri, name, registered_version)
                   if model_storage_uri else model.path)  # fmt: skip

@@ -10,7 +10,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from components.common.localstack import Service, free_port, spawn, stop_process, wait_healthy
+from components.common.processes import Service, free_port, spawn, stop_process, wait_healthy
 from components.serve.payload_logger import PayloadLogger
 
 pytestmark = pytest.mark.integration

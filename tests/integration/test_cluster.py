@@ -263,8 +263,8 @@ def served(cluster, trained, splits, settings, storage, stack, apiserver):  # no
     from kubernetes import client
 
     from components.common.inference import Classifier
+    from components.deploy.checks import held_set_check, predict_url
     from components.deploy.inferenceservice import Rollout, ServiceSpec
-    from components.deploy.local import held_set_check, predict_url
     from components.evaluate.job import predict_probs, smoke_set
 
     custom, core = _api(apiserver)

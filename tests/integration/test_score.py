@@ -12,11 +12,11 @@ import pytest
 from components.common.errors import ConfigurationError, InvalidInput, ModelLoadError
 from components.common.registry import promote, register
 from components.common.schema import RAW_COLUMNS
-from components.deploy.local import start_local_predictor
 from components.ingest.transforms import REJECT_REASONS, clean_text
 from components.score.job import ScoreConfig, run_scoring
 from components.score.model import parse_model_spec, resolve_model
 from pipelines.generate import GeneratorConfig, generate
+from pipelines.local_deploy import start_local_predictor
 from pipelines.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from components.common.inference import Classifier
-from components.deploy.local import smoke_test, start_local_predictor
-from pipelines.stack import LocalStack, process_alive
+from components.common.processes import process_alive
+from components.deploy.checks import smoke_test
+from pipelines.local_deploy import start_local_predictor
+from pipelines.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAME = "rc"

@@ -7,8 +7,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from components.common.processes import group_alive, http_ok, process_alive
 from components.common.storage import MiB, S3Storage
-from pipelines.stack import group_alive, http_ok, process_alive
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from components.common.errors import StackError
-from components.common.localstack import Service, free_port, spawn, stop_process, wait_healthy
+from components.common.processes import Service, free_port, spawn, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS_DIR = Path(

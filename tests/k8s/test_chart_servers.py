@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from components.common.errors import StackError
-from components.common.localstack import (
+from components.common.processes import (
     Service,
     free_port,
     http_ok,
