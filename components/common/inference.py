@@ -60,6 +60,7 @@ class Classifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         model_dir = Path(model_dir)
+        self.model_dir = model_dir
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = pick_dtype(self.device, precision)
         try:

@@ -1,4 +1,5 @@
-"""The predictor over real HTTP: V1, V2 (raw JSON and tritonclient), bad input, batching."""
+"""The predictor over real HTTP and gRPC: V1, V2 (raw JSON, tritonclient HTTP and gRPC), bad
+input, batching, back-pressure (503 with Retry-After), the ONNX Runtime backend."""
 
 import asyncio
 import re
@@ -9,7 +10,7 @@ import pytest
 
 from components.common.inference import Classifier
 from components.deploy.local import smoke_test, start_local_predictor
-from pipelines.stack import LocalStack, process_alive
+from pipelines.stack import LocalStack, free_port, process_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAME = "rc"
@@ -20,10 +21,12 @@ BAD = "A complete waste of money, it is garbage."
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory):
     local = LocalStack(tmp_path_factory.mktemp("serve-state"))
+    grpc_port = free_port()
     service = start_local_predictor(str(trained["model_dir"]), NAME, stack=local,
-                                    max_batch_size=64, max_batch_delay_ms=20)  # fmt: skip
+                                    max_batch_size=64, grpc_port=grpc_port)  # fmt: skip
     base = service.url.split("/v1/")[0]
-    yield {"base": base, "url": service.url, "model_dir": trained["model_dir"], "pid": service.pid}
+    yield {"base": base, "url": service.url, "model_dir": trained["model_dir"], "pid": service.pid,
+           "grpc": f"127.0.0.1:{grpc_port}"}  # fmt: skip
     local.down()
     assert not process_alive(service.pid)
 
@@ -78,6 +81,29 @@ def test_v2_with_tritonclient(server):
     assert ratings.dtype == np.int32 and probs.dtype == np.float32 and probs.shape == (2, 5)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert ratings[0] > ratings[1]
+
+
+def test_v2_over_grpc_with_tritonclient(server):
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(url=server["grpc"])
+    assert client.is_server_ready() and client.is_model_ready(NAME)
+    tensor = triton.InferInput("review_body", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array([GOOD.encode(), BAD.encode()], dtype=object))
+    result = client.infer(NAME, [tensor])
+    ratings, probs = result.as_numpy("star_rating"), result.as_numpy("probabilities")
+    assert ratings.dtype == np.int32 and probs.dtype == np.float32 and probs.shape == (2, 5)
+    assert ratings[0] > ratings[1]
+    # the same numbers as over HTTP
+    http = httpx.post(server["url"], json={"instances": [GOOD, BAD]}, timeout=30).json()
+    want = [[p["probabilities"][k] for k in "12345"] for p in http["predictions"]]
+    np.testing.assert_allclose(probs, want, atol=1e-5)
+    # a bad request is INVALID_ARGUMENT with the reason
+    wrong = triton.InferInput("review_body", [1], "FP32")
+    wrong.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+    with pytest.raises(triton.InferenceServerException, match="expected BYTES") as err:
+        client.infer(NAME, [wrong])
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
 V2 = "/v2/models/rc/infer"
@@ -151,3 +177,40 @@ def _batch_stats(base: str) -> dict:
         out[key] = float(match.group(1)) if match else 0.0
     assert "review_classifier_queue_seconds_bucket" in text
     return out
+
+
+def test_onnx_backend_and_back_pressure_over_http(trained, tmp_path):
+    """The ONNX Runtime backend with a queue of 4 texts: a burst of 64 clients gets 200s and
+    503s with Retry-After, nothing else, and the server keeps answering."""
+    local = LocalStack(tmp_path / "state")
+    service = start_local_predictor(str(trained["model_dir"]), "rc-onnx", stack=local,
+                                    extra_args=("--backend", "onnx", "--max_queue", "4"))  # fmt: skip
+    texts = [f"{GOOD if i % 2 else BAD} Order number {i}." for i in range(64)]
+    reference = Classifier(trained["model_dir"])
+    expected = reference.probabilities(texts).numpy()
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as c:
+            return await asyncio.gather(
+                *(c.post(service.url, json={"instances": [t]}) for t in texts)
+            )
+
+    try:
+        answers = asyncio.run(burst())
+        codes = [a.status_code for a in answers]
+        assert set(codes) <= {200, 503}, codes
+        assert codes.count(200) >= 5 and codes.count(503) >= 1, codes
+        for i, a in enumerate(answers):
+            if a.status_code == 503:
+                assert int(a.headers["retry-after"]) >= 1 and "overloaded" in a.json()["error"]
+            else:
+                got = [a.json()["predictions"][0]["probabilities"][k] for k in "12345"]
+                np.testing.assert_allclose(got, expected[i], atol=1e-4)
+        assert process_alive(service.pid)
+        ok = httpx.post(service.url, json={"instances": [GOOD]}, timeout=30)
+        assert ok.status_code == 200
+        rejected = re.search(r"^review_classifier_rejected_total (\S+)$",
+                             httpx.get(service.url.split("/v1/")[0] + "/metrics").text, re.M)  # fmt: skip
+        assert rejected and float(rejected.group(1)) == codes.count(503)
+    finally:
+        local.down()
