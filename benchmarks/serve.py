@@ -56,6 +56,7 @@ SERVERS = {
     BEST: ["-m", "components.serve", "--backend", "onnx-int8"],
     "ours, onnx": ["-m", "components.serve", "--backend", "onnx"],
     "ours, torch fp32": ["-m", "components.serve", "--backend", "torch"],
+    "ours, torch bf16": ["-m", "components.serve", "--backend", "torch", "--precision", "bf16"],
     PREV: ["-m", "components.serve", "--max_batch_size", "64", "--max_batch_delay_ms", "5"],
     ONE: ["-m", "components.serve", "--backend", "torch", "--max_batch_size", "1"],
     HF: ["-m", "benchmarks.hf_pipeline_server"],
@@ -368,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     gpu = hardware()["gpu"]
     servers = GPU_SERVERS if gpu else SERVERS
-    names = args.servers or list(servers)
-    best = next(n for n in names if n.startswith("ours"))
+    names = list(args.servers or servers)
     texts, source = reviews()
     from transformers import AutoTokenizer
 
@@ -381,12 +381,20 @@ def main(argv: list[str] | None = None) -> int:
             len(ids) for ids in tokenizer(texts, truncation=True, max_length=SEQ)["input_ids"]
         ]
         prev = previous_checkout(tmp) if PREV in names else None
-        running = {}
+        running: dict[str, dict] = {}
+        failed: dict[str, str] = {}
         try:
-            for i, name in enumerate(names):
+            for i, name in enumerate(list(names)):
                 path = prev if name == PREV else ROOT
-                running[name] = start(name, servers[name], model_dir, tmp / f"{i}.log", path)
+                try:
+                    running[name] = start(name, servers[name], model_dir, tmp / f"{i}.log", path)
+                except RuntimeError as e:  # one server down must not lose the others' figures
+                    failed[name] = f"{e}: {(tmp / f'{i}.log').read_text()[-1500:]}"
+                    names.remove(name)
+                    print(f"FAILED {name}: {failed[name]}", flush=True)
+                    continue
                 print(f"started {name}", flush=True)
+            best = next(n for n in names if n.startswith("ours"))
             results, grpc = measure(running, names, best, args, texts, lengths)
             over = None
             if args.overload:
@@ -419,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result(name, {
         "unit": "req/s", "higher_is_better": True,
         "rows": _rows(summary, args.concurrency, best, baselines),
-        "detail": summary, "overload": over,
+        "detail": summary, "overload": over, "failed_to_start": failed,
         "accuracy": json.loads(accuracy.read_text())["rows"] if accuracy.exists() else None,
         "config": {"size": args.size, "layers": layers, "hidden": hidden, "heads": heads,
                    "seq_max": SEQ, "requests": args.requests, "reps": args.reps,

@@ -89,8 +89,13 @@ class TorchBackend(_Tokenizing):
         self.seq_multiple = seq_multiple
         self.graphs: dict[tuple[int, int], tuple] = {}
         if cuda_graphs and self.device.type == "cuda":
-            self._capture(max_batch_size)
-            self.name += "-cudagraphs"
+            try:
+                self._capture(max_batch_size)
+                self.name += "-cudagraphs"
+            except RuntimeError as e:  # a model whose forward cannot be captured runs eagerly
+                logger.warning("CUDA graph capture failed, serving eagerly: %s", e)
+                self.graphs.clear()
+                torch.cuda.synchronize()
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -161,9 +166,9 @@ def export_onnx(classifier: Classifier, path: Path) -> Path:
     model = AutoModelForSequenceClassification.from_pretrained(
         classifier.model_dir, dtype=torch.float32, attn_implementation="eager"
     ).eval()
-    ids = torch.full((2, 16), 1000, dtype=torch.long)
-    mask = torch.ones_like(ids)
-    mask[1, 8:] = 0
+    sample = classifier.tokenizer(["An example review to trace the graph with, padded.", "Short."],
+                                  padding=True, return_tensors="pt")  # fmt: skip
+    ids, mask = sample["input_ids"], sample["attention_mask"]
     axes = {0: "batch", 1: "sequence"}
     with torch.inference_mode():
         # The TorchScript exporter (dynamo=False): no onnxscript dependency, dynamic axes as is.
