@@ -101,6 +101,7 @@ serve: $(STAMP) ## Serve a model directory locally: make serve MODEL_DIR=... [PO
 bench: $(STAMP) ## Run every benchmark in benchmarks/ (results in benchmarks/results/)
 	$(PY) -m benchmarks.ingest
 	$(PY) -m benchmarks.train
+	$(PY) -m benchmarks.serve_accuracy
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.quality
 
