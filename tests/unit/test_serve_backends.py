@@ -147,3 +147,18 @@ def test_overloaded_answers_503_with_retry_after():
     assert r.status_code == 503 and r.headers["retry-after"] == "3"
     assert "limit 512" in r.json()["error"]
     assert client.post("/ok").json() == {"ok": True}
+
+
+def test_cuda_graph_shapes_cover_every_batch_the_batcher_forms(small_model):
+    """The captured (batch, length) shapes: any batch up to the limit has one to replay in."""
+    from components.serve.backends import TorchBackend, bucket_sizes, make_backend
+
+    assert bucket_sizes(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert bucket_sizes(48) == [1, 2, 4, 8, 16, 32, 48]
+    backend = make_backend(small_model, "torch", device="cpu")
+    assert isinstance(backend, TorchBackend) and not backend.graphs  # no capture on a CPU
+    shapes = backend._shapes(48)
+    assert {n for _, n in shapes} == {16, 32}  # max_length 32, lengths padded to 16s
+    for batch in range(1, 49):
+        for length in range(1, 33):
+            assert any(b >= batch and n >= length for b, n in shapes)
