@@ -91,10 +91,6 @@ class Classifier:
         probs = self.probabilities(texts)
         return [self.to_prediction(row) for row in probs]
 
-    def to_prediction_np(self, probs: object) -> Prediction:
-        """``to_prediction`` for a numpy row."""
-        return self.to_prediction(torch.as_tensor(probs))
-
     def to_prediction(self, probs: torch.Tensor) -> Prediction:
         index = int(torch.argmax(probs))
         label = self.labels[index]

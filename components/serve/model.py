@@ -15,7 +15,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from components.common.errors import ModelLoadError
-from components.common.inference import Classifier
+from components.common.inference import Classifier, Prediction
 from components.common.storage import S3Storage, is_s3_uri
 from components.serve.backends import Backend, make_backend
 from components.serve.batching import TokenBudgetBatcher
@@ -85,7 +85,7 @@ class ReviewClassifierModel(Model):
             self.backend.forward, self.backend.pad_id, self.max_batch_tokens, self.max_batch_size,
             self.max_queue, pad_to_multiple=16 if on_gpu else 1,
         )  # fmt: skip
-        self.batcher.run_batch(self.backend.tokenize(WARMUP_TEXTS))
+        self.batcher.warm_up(self.backend.tokenize(WARMUP_TEXTS))
         self.ready = True
         logger.info("model %s loaded from %s, backend %s, in %.1fs", self.name, self.model_dir,
                     self.backend.name, time.perf_counter() - start)  # fmt: skip
@@ -118,7 +118,18 @@ class ReviewClassifierModel(Model):
         if not isinstance(payload, dict) or "texts" not in payload:
             raise InvalidInput("unsupported request")
         probs = await self._probabilities(payload["texts"])
-        return {"predictions": [self.classifier.to_prediction_np(row).to_dict() for row in probs]}
+        return {"predictions": [self._prediction(row) for row in probs]}
+
+    def _prediction(self, probs: np.ndarray) -> dict:
+        """One review's V1 prediction, in numpy (no torch op on the event loop's thread)."""
+        labels = self.labels
+        index = int(probs.argmax())
+        label = labels[index]
+        return Prediction(
+            star_rating=int(label) if label.isdigit() else None, label=label,
+            score=float(probs[index]),
+            probabilities={name: float(p) for name, p in zip(labels, probs, strict=True)},
+        ).to_dict()  # fmt: skip
 
     def _v2_response(self, request: InferRequest, probs: np.ndarray) -> InferResponse:
         index = probs.argmax(axis=1)
