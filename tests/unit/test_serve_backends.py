@@ -9,6 +9,8 @@ import pytest
 
 from components.serve.batching import Overloaded, TokenBudgetBatcher
 
+pytestmark = pytest.mark.slow  # 5 to 20 s (load): ONNX exports of a small BERT
+
 REVIEWS = [
     "Great",
     "Stopped charging after two weeks, and support never answered my emails.",
