@@ -118,7 +118,12 @@ class TorchBackend(_Tokenizing):
 
     @torch.inference_mode()
     def _capture(self, max_batch_size: int) -> None:
-        """Capture the forward pass for every bucket shape (the recipe of torch.cuda.graphs)."""
+        """Capture the forward pass for every bucket shape.
+
+        The recipe of PyTorch's CUDA graphs notes (docs/source/notes/cuda.rst, "CUDA Graphs"):
+        warm-up on a side stream, capture, one memory pool shared by the graphs; transformers
+        skips its host-side mask checks while a stream captures (``is_tracing``).
+        """
         pool = None
         for b, n in sorted(self._shapes(max_batch_size), reverse=True):  # largest first: one pool
             ids = torch.full((b, n), self.pad_id, dtype=torch.long, device=self.device)

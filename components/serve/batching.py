@@ -6,7 +6,10 @@ it takes the waiting requests in arrival order until ``max_batch_tokens`` real t
 ``max_batch_size`` texts, with no wait timer (an idle model starts on a lone request at once;
 under load, whatever queued while the previous batch ran forms the next one). Inside a batch
 the texts are sorted by length and cut into buckets (:func:`plan_buckets`), each padded only
-to its own longest text: short reviews never pay for a long one.
+to its own longest text: short reviews never pay for a long one. (TEI's queue,
+huggingface/text-embeddings-inference core/src/queue.rs, takes entries the same way, skips
+those whose client is gone, and for padded models counts padded tokens against the budget;
+we count real tokens, since the buckets keep the padding small.)
 
 The queue is bounded: past ``max_queue`` waiting texts a request is refused at once with
 :class:`Overloaded` (HTTP 503 with a Retry-After estimated from the recent throughput) instead
@@ -63,7 +66,7 @@ class Overloaded(ServerNotReady):
     """The queue is full: refuse now rather than queue without limit.
 
     503 with Retry-After over HTTP; UNAVAILABLE over gRPC (KServe's interceptor maps
-    ServerNotReady to it).
+    ServerNotReady to it: kserve/protocol/grpc/interceptors.py, ExceptionToStatusInterceptor).
     """
 
     def __init__(self, queued: int, limit: int, retry_after_s: int) -> None:
