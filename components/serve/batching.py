@@ -169,7 +169,8 @@ class TokenBudgetBatcher:
     async def submit(self, seqs: list[Sequence[int]]) -> np.ndarray:
         """Probabilities for the token id sequences ``seqs``, in whatever batch they land in."""
         wake = self._ensure_started()
-        if self._queued_texts + len(seqs) > self.max_queue:
+        # a request larger than the bound still gets in alone (else it could never be served)
+        if self._queued_texts and self._queued_texts + len(seqs) > self.max_queue:
             REJECTED.inc()
             raise Overloaded(self._queued_texts, self.max_queue, self.retry_after())
         future = asyncio.get_running_loop().create_future()

@@ -180,20 +180,20 @@ def _batch_stats(base: str) -> dict:
 
 
 def test_onnx_backend_and_back_pressure_over_http(trained, tmp_path):
-    """The ONNX Runtime backend with a queue of 4 texts: a burst of 64 clients gets 200s and
-    503s with Retry-After, nothing else, and the server keeps answering."""
+    """The ONNX Runtime backend with a queue of 4 texts: a burst of 128 clients sending 4 texts
+    each (a request waits alone, the next is refused) gets 200s and 503s with Retry-After,
+    nothing else, and the server keeps answering."""
     local = LocalStack(tmp_path / "state")
     service = start_local_predictor(str(trained["model_dir"]), "rc-onnx", stack=local,
                                     extra_args=("--backend", "onnx", "--max_queue", "4"))  # fmt: skip
-    texts = [f"{GOOD if i % 2 else BAD} Order number {i}." for i in range(64)]
+    texts = [f"{GOOD if i % 2 else BAD} Order number {i}." for i in range(128)]
     reference = Classifier(trained["model_dir"])
     expected = reference.probabilities(texts).numpy()
 
     async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as c:
-            return await asyncio.gather(
-                *(c.post(service.url, json={"instances": [t]}) for t in texts)
-            )
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=128)) as c:
+            calls = [c.post(service.url, json={"instances": [t] * 4}) for t in texts]
+            return await asyncio.gather(*calls)
 
     try:
         answers = asyncio.run(burst())
@@ -204,8 +204,9 @@ def test_onnx_backend_and_back_pressure_over_http(trained, tmp_path):
             if a.status_code == 503:
                 assert int(a.headers["retry-after"]) >= 1 and "overloaded" in a.json()["error"]
             else:
-                got = [a.json()["predictions"][0]["probabilities"][k] for k in "12345"]
-                np.testing.assert_allclose(got, expected[i], atol=1e-4)
+                for p in a.json()["predictions"]:
+                    got = [p["probabilities"][k] for k in "12345"]
+                    np.testing.assert_allclose(got, expected[i], atol=1e-4)
         assert process_alive(service.pid)
         ok = httpx.post(service.url, json={"instances": [GOOD]}, timeout=30)
         assert ok.status_code == 200

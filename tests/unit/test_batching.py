@@ -141,8 +141,11 @@ def test_a_full_queue_refuses_with_a_retry_after_and_serves_the_rest():
     refused, served = asyncio.run(run())
     assert refused.retry_after_s >= 1 and "limit 8" in str(refused)
     assert [s[0, 0] for s in served] == list(range(9))
-    # after the queue drained, requests are accepted again
+    # after the queue drained, requests are accepted again; one larger than the bound, alone
     assert asyncio.run(batcher.submit([_seq(5, 3)]))[0, 0] == 5
+    assert asyncio.run(batcher.submit([_seq(i, 3) for i in range(10)]))[:, 0].tolist() == list(
+        range(10)
+    )
 
 
 def test_a_cancelled_request_is_dropped_before_its_forward_pass():
