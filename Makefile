@@ -115,6 +115,7 @@ serve: $(STAMP) ## Serve a model directory locally: make serve MODEL_DIR=... [PO
 bench: $(STAMP) ## Run every benchmark in benchmarks/ (results in benchmarks/results/)
 	$(PY) -m benchmarks.ingest
 	$(PY) -m benchmarks.train
+	$(PY) -m benchmarks.serve_accuracy
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.quality
 
@@ -123,13 +124,21 @@ bench-%: $(STAMP) ## Run one benchmark, e.g. make bench-serve
 
 # The GPU check for a lent GPU machine (see README "GPU check"): wheels first, here, with PyPI.
 GPU_WHEELS := boto3 botocore s3transfer jmespath python-dateutil six urllib3 accelerate psutil
+# The predictor there: KServe with its dependencies, less what that machine already has (numpy
+# with torch, transformers, onnxruntime) or the predictor never imports (PIL, grpc_tools, uvloop).
+SERVE_WHEELS := kserve
+GPU_HAS := numpy setuptools pillow grpcio_tools uvloop
+WHEEL_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	--platform manylinux_2_28_x86_64 --implementation cp --python-version 3.12
 gpu-wheels: ## Download the wheels the GPU check carries to a GPU machine (Python 3.12) into build/gpu-wheels
 	rm -rf build/gpu-wheels && mkdir -p build/gpu-wheels
-	$(PYTHON) -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.12 \
-	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --implementation cp \
+	$(PYTHON) -m pip download --quiet --only-binary=:all: --no-deps $(WHEEL_PLATFORMS) \
 	  --constraint constraints.txt --dest build/gpu-wheels $(GPU_WHEELS)
+	$(PYTHON) -m pip download --quiet --only-binary=:all: $(WHEEL_PLATFORMS) \
+	  --constraint constraints.txt --dest build/gpu-wheels $(SERVE_WHEELS)
+	cd build/gpu-wheels && rm -f $(addsuffix -*.whl,$(GPU_HAS)) && du -sh .
 
-gpu-check: ## Training throughput/MFU at bert-base size vs the HF Trainer, bf16 parity (CPU: dry run)
+gpu-check: ## Training and serving at bert-base size vs the HF Trainer / HF pipeline, bf16 checks (CPU: dry run)
 	bash tools/gpu/check.sh
 
 images: $(addprefix image-,$(IMAGES)) ## Build the spark, train, serve, mlflow images as IMAGE_REGISTRY/<name>:IMAGE_TAG

@@ -95,14 +95,15 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def write_result(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(name: str, payload: dict, directory: Path = RESULTS) -> Path:
+    """``<directory>/<name>.json`` with the date and the hardware."""
+    directory.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "hardware": hardware(),
         **payload,
     }
-    path = RESULTS / f"{name}.json"
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

@@ -24,21 +24,23 @@ SERVED_FROM = "served_from.json"  # beside the model files: which registered ver
 
 def start_local_predictor(
     model_dir: str, name: str, stack: LocalStack | None = None, timeout: float = 180.0,
-    max_batch_size: int = 32, max_batch_delay_ms: float = 5.0, logger_url: str = "",
+    max_batch_size: int = 64, grpc_port: int | None = None, extra_args: tuple[str, ...] = (),
+    logger_url: str = "",
 ) -> Service:  # fmt: skip
     """Start ``python -m components.serve`` on a free port and wait until it is ready.
 
-    The process is registered with the local stack, so ``make stack-down`` stops it. With
+    ``grpc_port`` (default: a free one) is where it answers the Open Inference Protocol over
+    gRPC; ``extra_args`` go to the predictor as they are (``--backend onnx``, ...). With
     ``logger_url`` every inference is sent to that capture sink (what KServe's logger does).
+    The process is registered with the local stack, so ``make stack-down`` stops it.
     """
     stack = stack or LocalStack()
-    http, grpc = free_port(), free_port()
+    http, grpc = free_port(), grpc_port or free_port()
     base = f"http://127.0.0.1:{http}"
     log = stack.state_dir / "logs" / f"predictor-{name}.log"
     argv = [sys.executable, "-m", "components.serve", "--model_name", name, "--model_dir",
             str(model_dir), "--http_port", str(http), "--grpc_port", str(grpc),
-            "--max_batch_size", str(max_batch_size), "--max_batch_delay_ms",
-            str(max_batch_delay_ms)]  # fmt: skip
+            "--max_batch_size", str(max_batch_size), *extra_args]  # fmt: skip
     if logger_url:
         argv += ["--logger_url", logger_url]
     pid = spawn(f"predictor {name}", argv, log, dict(os.environ))

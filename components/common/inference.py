@@ -60,6 +60,7 @@ class Classifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         model_dir = Path(model_dir)
+        self.model_dir = model_dir
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = pick_dtype(self.device, precision)
         try:
@@ -89,10 +90,6 @@ class Classifier:
     def predict(self, texts: list[str]) -> list[Prediction]:
         probs = self.probabilities(texts)
         return [self.to_prediction(row) for row in probs]
-
-    def to_prediction_np(self, probs: object) -> Prediction:
-        """``to_prediction`` for a numpy row."""
-        return self.to_prediction(torch.as_tensor(probs))
 
     def to_prediction(self, probs: torch.Tensor) -> Prediction:
         index = int(torch.argmax(probs))

@@ -7,16 +7,49 @@ import sys
 from kserve import ModelServer, model_server
 
 from components.common.errors import ModelLoadError
+from components.common.inference import PRECISIONS
 from components.common.logs import configure_logging
+from components.serve import disconnect
+from components.serve.backends import BACKENDS
 from components.serve.model import ReviewClassifierModel
 from components.serve.payload_logger import PayloadLogger, served_version
 from components.serve.payloads import Limits
 
 parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
 parser.add_argument("--model_dir", required=True, help="save_pretrained directory or s3:// prefix")
-parser.add_argument("--max_batch_size", type=int, default=32, help="texts per forward pass")
-parser.add_argument("--max_batch_delay_ms", type=float, default=5.0,
-                    help="how long a request may wait for others to share its batch")  # fmt: skip
+parser.add_argument(
+    "--backend",
+    choices=BACKENDS,
+    default="torch",
+    help="torch (fp32 reference on CPU, bf16 on CUDA), onnx, or onnx-int8 (opt-in)",
+)
+parser.add_argument(
+    "--precision",
+    choices=PRECISIONS,
+    default="auto",
+    help="torch backend: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16",
+)
+parser.add_argument(
+    "--cuda_graphs",
+    action="store_true",
+    help="torch backend on CUDA: capture one CUDA graph per bucket shape",
+)
+parser.add_argument("--max_batch_size", type=int, default=64, help="texts per batch at most")
+parser.add_argument(
+    "--max_batch_tokens", type=int, default=8192, help="real (unpadded) tokens per batch at most"
+)
+parser.add_argument(
+    "--max_queue",
+    type=int,
+    default=512,
+    help="texts waiting for a batch at most; beyond, 503 with Retry-After",
+)
+parser.add_argument(
+    "--max_batch_delay_ms",
+    type=float,
+    default=0.0,
+    help="ignored (kept for old manifests): batches start as soon as the model is free",
+)
 parser.add_argument("--max_instances", type=int, default=256, help="texts per request at most")
 parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text at most")
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: best available)")
@@ -34,14 +67,16 @@ def main() -> int:
         version = args.model_version or served_version(args.model_dir)
         payload_logger = PayloadLogger(args.logger_url, args.model_name, version)
     model = ReviewClassifierModel(
-        args.model_name, args.model_dir, args.max_batch_size, args.max_batch_delay_ms,
-        Limits(args.max_instances, args.max_chars), args.device, payload_logger,
+        args.model_name, args.model_dir, args.max_batch_size, args.max_batch_tokens,
+        args.max_queue, Limits(args.max_instances, args.max_chars), args.device, args.backend,
+        args.precision, args.cuda_graphs, payload_logger,
     )  # fmt: skip
     try:
         model.load()
     except ModelLoadError as e:
         logging.getLogger(__name__).error("%s", e)
         return 1
+    disconnect.install(model_server.app)
     ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers,
                  enable_grpc=args.enable_grpc).start([model])  # fmt: skip
     return 0

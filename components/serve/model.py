@@ -1,10 +1,12 @@
-"""The predictor: a kserve.Model that loads a save_pretrained directory and batches requests."""
+"""The predictor: a kserve.Model serving a save_pretrained directory, batching by tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,10 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from components.common.errors import ModelLoadError
-from components.common.inference import Classifier
+from components.common.inference import Classifier, Prediction
 from components.common.storage import S3Storage, is_s3_uri
-from components.serve.batching import DynamicBatcher
+from components.serve.backends import Backend, make_backend
+from components.serve.batching import TokenBudgetBatcher
 from components.serve.payload_logger import PayloadLogger, request_id
 from components.serve.payloads import V2_INPUT, Limits, texts_from_v1, texts_from_v2
 
@@ -37,46 +40,68 @@ def local_model_dir(model_dir: str) -> Path:
 
 
 class ReviewClassifierModel(Model):
-    """Star ratings for review texts over KServe V1 and V2, with dynamic batching."""
+    """Star ratings for review texts over KServe V1 and V2, with token-budget batching."""
 
     def __init__(
         self,
         name: str,
         model_dir: str,
-        max_batch_size: int = 32,
-        max_batch_delay_ms: float = 5.0,
+        max_batch_size: int = 64,
+        max_batch_tokens: int = 8192,
+        max_queue: int = 512,
         limits: Limits | None = None,
         device: str | None = None,
+        backend: str = "torch",
+        precision: str = "auto",
+        cuda_graphs: bool = False,
         payload_logger: PayloadLogger | None = None,
     ) -> None:
         super().__init__(name)
         self.model_dir = model_dir
         self.limits = limits or Limits()
         self.max_batch_size = max_batch_size
-        self.max_batch_delay_ms = max_batch_delay_ms
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue = max_queue
         self.device = device
-        self.classifier: Classifier | None = None
-        self.batcher: DynamicBatcher | None = None
+        self.backend_name = backend
+        self.precision = precision
+        self.cuda_graphs = cuda_graphs
+        self.backend: Backend | None = None
+        self.batcher: TokenBudgetBatcher | None = None
+        # tokenization runs here, off the event loop, while the forward thread computes
+        self._tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self.payload_logger = payload_logger  # every answered inference to the capture sink
 
     def load(self) -> bool:
         """Load, warm up with one batch, and only then report ready."""
         start = time.perf_counter()
         try:
-            self.classifier = Classifier(local_model_dir(self.model_dir), device=self.device)
+            self.backend = make_backend(local_model_dir(self.model_dir), self.backend_name,
+                                        self.device, self.precision, self.cuda_graphs,
+                                        self.max_batch_size)  # fmt: skip
         except OSError as e:
             raise ModelLoadError(f"cannot read model directory {self.model_dir}: {e}") from e
-        self.classifier.probabilities(WARMUP_TEXTS)
-        self.batcher = DynamicBatcher(self._infer, self.max_batch_size, self.max_batch_delay_ms)
-        self.ready = True
-        logger.info(
-            "model %s loaded from %s on %s (%s) in %.1fs", self.name, self.model_dir,
-            self.classifier.device, self.classifier.dtype, time.perf_counter() - start,
+        on_gpu = (
+            getattr(self.backend, "device", None) is not None and self.backend.device.type == "cuda"
+        )
+        self.batcher = TokenBudgetBatcher(
+            self.backend.forward, self.backend.pad_id, self.max_batch_tokens, self.max_batch_size,
+            self.max_queue, pad_to_multiple=16 if on_gpu else 1,
         )  # fmt: skip
+        self.batcher.warm_up(self.backend.tokenize(WARMUP_TEXTS))
+        self.ready = True
+        logger.info("model %s loaded from %s, backend %s, in %.1fs", self.name, self.model_dir,
+                    self.backend.name, time.perf_counter() - start)  # fmt: skip
         return self.ready
 
-    def _infer(self, texts: list[str]) -> np.ndarray:
-        return self.classifier.probabilities(texts).numpy()
+    @property
+    def classifier(self) -> Classifier:
+        return self.backend.classifier
+
+    async def _probabilities(self, texts: list[str]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        seqs = await loop.run_in_executor(self._tokenize_pool, self.backend.tokenize, texts)
+        return await self.batcher.submit(seqs)
 
     @property
     def labels(self) -> list[str]:
@@ -91,21 +116,32 @@ class ReviewClassifierModel(Model):
                       response_headers: dict[str, str] | None = None) -> Any:  # fmt: skip
         if isinstance(payload, InferRequest):
             texts = texts_from_v2(payload, self.limits)
-            probs = await self.batcher.submit(texts)
+            probs = await self._probabilities(texts)
             if self.payload_logger is not None:
                 self._capture(headers, texts, probs)
             return self._v2_response(payload, probs)
         if not isinstance(payload, dict) or "texts" not in payload:
             raise InvalidInput("unsupported request")
-        probs = await self.batcher.submit(payload["texts"])
+        probs = await self._probabilities(payload["texts"])
         return self._capture(headers, payload["texts"], probs)
 
     def _capture(self, headers: dict[str, str] | None, texts: list[str], probs: np.ndarray) -> dict:
         """The V1 answer, also sent to the payload logger when there is one (V2 as V1 too)."""
-        answer = {"predictions": [self.classifier.to_prediction_np(r).to_dict() for r in probs]}
+        answer = {"predictions": [self._prediction(row) for row in probs]}
         if self.payload_logger is not None:
             self.payload_logger.log(request_id(headers), {"instances": texts}, answer)
         return answer
+
+    def _prediction(self, probs: np.ndarray) -> dict:
+        """One review's V1 prediction, in numpy (no torch op on the event loop's thread)."""
+        labels = self.labels
+        index = int(probs.argmax())
+        label = labels[index]
+        return Prediction(
+            star_rating=int(label) if label.isdigit() else None, label=label,
+            score=float(probs[index]),
+            probabilities={name: float(p) for name, p in zip(labels, probs, strict=True)},
+        ).to_dict()  # fmt: skip
 
     def _v2_response(self, request: InferRequest, probs: np.ndarray) -> InferResponse:
         index = probs.argmax(axis=1)
@@ -113,11 +149,12 @@ class ReviewClassifierModel(Model):
             [int(self.labels[i]) if self.labels[i].isdigit() else int(i) for i in index],
             dtype=np.int32,
         )
+        # numpy data: KServe writes JSON lists over REST and raw_output_contents over gRPC
+        # (what tritonclient.grpc reads; it ignores the typed int_contents/fp32_contents)
         outputs = [
-            InferOutput("star_rating", [len(ratings)], "INT32", ratings.tolist()),
-            InferOutput("probabilities", list(probs.shape), "FP32",
-                        probs.astype(np.float32).reshape(-1).tolist()),
-        ]  # fmt: skip
+            InferOutput("star_rating", [len(ratings)], "INT32", ratings),
+            InferOutput("probabilities", list(probs.shape), "FP32", probs.astype(np.float32)),
+        ]
         return InferResponse(response_id=request.id or "", model_name=self.name,
                              infer_outputs=outputs)  # fmt: skip
 

@@ -1,4 +1,5 @@
-"""The predictor over real HTTP: V1, V2 (raw JSON and tritonclient), bad input, batching."""
+"""The predictor over real HTTP and gRPC: V1, V2 (raw JSON, tritonclient HTTP and gRPC), bad
+input, batching, back-pressure (503 with Retry-After), the ONNX Runtime backend."""
 
 import asyncio
 import re
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from components.common.inference import Classifier
-from components.common.processes import process_alive
+from components.common.processes import free_port, process_alive
 from components.deploy.checks import smoke_test
 from pipelines.local_deploy import start_local_predictor
 from pipelines.stack import LocalStack
@@ -22,10 +23,12 @@ BAD = "A complete waste of money, it is garbage."
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory):
     local = LocalStack(tmp_path_factory.mktemp("serve-state"))
+    grpc_port = free_port()
     service = start_local_predictor(str(trained["model_dir"]), NAME, stack=local,
-                                    max_batch_size=64, max_batch_delay_ms=20)  # fmt: skip
+                                    max_batch_size=64, grpc_port=grpc_port)  # fmt: skip
     base = service.url.split("/v1/")[0]
-    yield {"base": base, "url": service.url, "model_dir": trained["model_dir"], "pid": service.pid}
+    yield {"base": base, "url": service.url, "model_dir": trained["model_dir"], "pid": service.pid,
+           "grpc": f"127.0.0.1:{grpc_port}"}  # fmt: skip
     local.down()
     assert not process_alive(service.pid)
 
@@ -80,6 +83,53 @@ def test_v2_with_tritonclient(server):
     assert ratings.dtype == np.int32 and probs.dtype == np.float32 and probs.shape == (2, 5)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert ratings[0] > ratings[1]
+
+
+# tritonclient.grpc and KServe register the same protobuf messages (inference.*): once this
+# process has imported kserve (test collection does), tritonclient.grpc cannot load here, so the
+# client runs in its own process, as a real client does.
+GRPC_CLIENT = """
+import json, sys
+import numpy as np
+import tritonclient.grpc as triton
+
+address, name, good, bad = sys.argv[1:]
+client = triton.InferenceServerClient(url=address)
+out = {"ready": client.is_server_ready() and client.is_model_ready(name)}
+tensor = triton.InferInput("review_body", [2], "BYTES")
+tensor.set_data_from_numpy(np.array([good.encode(), bad.encode()], dtype=object))
+result = client.infer(name, [tensor])
+ratings, probs = result.as_numpy("star_rating"), result.as_numpy("probabilities")
+out.update(ratings=ratings.tolist(), probs=probs.tolist(), dtypes=[str(ratings.dtype), str(probs.dtype)])
+wrong = triton.InferInput("review_body", [1], "FP32")
+wrong.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+try:
+    client.infer(name, [wrong])
+except triton.InferenceServerException as e:
+    out["error"] = [e.status(), e.message()]
+print(json.dumps(out))
+"""
+
+
+def test_v2_over_grpc_with_tritonclient(server):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", GRPC_CLIENT, server["grpc"], NAME, GOOD, BAD],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["ready"] and out["dtypes"] == ["int32", "float32"]
+    probs = np.array(out["probs"])
+    assert probs.shape == (2, 5) and out["ratings"][0] > out["ratings"][1]
+    # the same numbers as over HTTP
+    http = httpx.post(server["url"], json={"instances": [GOOD, BAD]}, timeout=30).json()
+    want = [[p["probabilities"][k] for k in "12345"] for p in http["predictions"]]
+    np.testing.assert_allclose(probs, want, atol=1e-5)
+    # a bad request is INVALID_ARGUMENT with the reason
+    status, message = out["error"]
+    assert status == "StatusCode.INVALID_ARGUMENT" and "expected BYTES" in message
 
 
 V2 = "/v2/models/rc/infer"
@@ -153,3 +203,41 @@ def _batch_stats(base: str) -> dict:
         out[key] = float(match.group(1)) if match else 0.0
     assert "review_classifier_queue_seconds_bucket" in text
     return out
+
+
+def test_onnx_backend_and_back_pressure_over_http(trained, tmp_path):
+    """The ONNX Runtime backend with a queue of 4 texts: a burst of 128 clients sending 4 texts
+    each (a request waits alone, the next is refused) gets 200s and 503s with Retry-After,
+    nothing else, and the server keeps answering."""
+    local = LocalStack(tmp_path / "state")
+    service = start_local_predictor(str(trained["model_dir"]), "rc-onnx", stack=local,
+                                    extra_args=("--backend", "onnx", "--max_queue", "4"))  # fmt: skip
+    texts = [f"{GOOD if i % 2 else BAD} Order number {i}." for i in range(128)]
+    reference = Classifier(trained["model_dir"])
+    expected = reference.probabilities(texts).numpy()
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=128)) as c:
+            calls = [c.post(service.url, json={"instances": [t] * 4}) for t in texts]
+            return await asyncio.gather(*calls)
+
+    try:
+        answers = asyncio.run(burst())
+        codes = [a.status_code for a in answers]
+        assert set(codes) <= {200, 503}, codes
+        assert codes.count(200) >= 1 and codes.count(503) >= 1, codes  # the first gets in
+        for i, a in enumerate(answers):
+            if a.status_code == 503:
+                assert int(a.headers["retry-after"]) >= 1 and "overloaded" in a.json()["error"]
+            else:
+                for p in a.json()["predictions"]:
+                    got = [p["probabilities"][k] for k in "12345"]
+                    np.testing.assert_allclose(got, expected[i], atol=1e-4)
+        assert process_alive(service.pid)
+        ok = httpx.post(service.url, json={"instances": [GOOD]}, timeout=30)
+        assert ok.status_code == 200
+        rejected = re.search(r"^review_classifier_rejected_total (\S+)$",
+                             httpx.get(service.url.split("/v1/")[0] + "/metrics").text, re.M)  # fmt: skip
+        assert rejected and float(rejected.group(1)) == codes.count(503)
+    finally:
+        local.down()

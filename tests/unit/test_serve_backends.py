@@ -1,0 +1,166 @@
+"""The predictor's backends and HTTP plumbing, in process: ONNX Runtime against PyTorch, the
+disconnect middleware, the 503 answer."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from components.serve.batching import Overloaded, TokenBudgetBatcher
+
+pytestmark = pytest.mark.slow  # 5 to 20 s (load): ONNX exports of a small BERT
+
+REVIEWS = [
+    "Great",
+    "Stopped charging after two weeks, and support never answered my emails.",
+    "The sound is fine for the price, though the left earbud falls out when I run.",
+    "Five stars!!! &#34;Best cable ever&#34;<br />Would buy again.",
+] * 3
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, bert_vocab_dir):
+    """A small random BERT (2 layers, hidden 64) with the real bert-base-uncased vocabulary."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from components.common.inference import LABEL_MAP_FILE
+    from components.common.schema import label_map_for
+    from components.train.model import build_small_bert
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("small-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(bert_vocab_dir))
+    model = build_small_bert(len(tokenizer), 2, 64, 2, label_map_for("star_rating"),
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / LABEL_MAP_FILE).write_text(json.dumps({"max_seq_length": 32}))
+    return out
+
+
+def _probs(backend, texts):
+    return TokenBudgetBatcher(backend.forward, backend.pad_id, max_batch_size=5).run_batch(
+        backend.tokenize(texts)
+    )
+
+
+def test_onnx_runtime_agrees_with_pytorch(small_model):
+    from components.serve.backends import make_backend
+
+    reference = make_backend(small_model, "torch", device="cpu", precision="fp32")
+    onnx = make_backend(small_model, "onnx")
+    assert onnx.name == "onnx" and onnx.max_length == 32
+    want, got = _probs(reference, REVIEWS), _probs(onnx, REVIEWS)
+    assert got.shape == (len(REVIEWS), 5) and np.allclose(got.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # and the bucketed, padded batch equals each review scored alone
+    alone = np.concatenate([_probs(reference, [t]) for t in REVIEWS])
+    np.testing.assert_allclose(want, alone, atol=1e-5)
+
+
+def test_int8_onnx_stays_close_to_fp32(small_model):
+    from components.serve.backends import make_backend
+
+    reference = _probs(make_backend(small_model, "torch", device="cpu", precision="fp32"), REVIEWS)
+    int8 = make_backend(small_model, "onnx-int8")
+    assert int8.name == "onnx-int8" and int8.path.name == "int8.onnx"
+    assert np.abs(_probs(int8, REVIEWS) - reference).max() < 0.05
+
+
+def test_an_unknown_backend_is_a_load_error(small_model):
+    from components.common.errors import ModelLoadError
+    from components.serve.backends import make_backend
+
+    with pytest.raises(ModelLoadError, match="unknown backend 'tensorrt'"):
+        make_backend(small_model, "tensorrt")
+
+
+def test_tokens_are_truncated_to_the_models_length(small_model):
+    from components.serve.backends import make_backend
+
+    backend = make_backend(small_model, "torch", device="cpu")
+    ids = backend.tokenize(["word " * 500, "Great"])
+    assert len(ids[0]) == 32 and len(ids[1]) == 3  # [CLS] great [SEP]
+
+
+def _asgi_app(started: asyncio.Event, outcome: dict):
+    async def app(scope, receive, send):
+        await receive()  # the body
+        started.set()
+        try:
+            await asyncio.sleep(30)  # waiting for its batch
+        except asyncio.CancelledError:
+            outcome["cancelled"] = True
+            raise
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"late"})
+
+    return app
+
+
+def test_a_client_disconnect_cancels_the_waiting_handler():
+    from components.serve.disconnect import CancelOnDisconnect
+
+    async def run() -> dict:
+        started, outcome, gone = asyncio.Event(), {}, asyncio.Event()
+        sent: list = []
+
+        async def receive():
+            if not started.is_set():
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        middleware = CancelOnDisconnect(_asgi_app(started, outcome))
+        task = asyncio.ensure_future(middleware({"type": "http", "path": "/v1"}, receive, send))
+        await started.wait()
+        gone.set()  # the client goes away while the request waits
+        await asyncio.wait_for(task, 5)
+        return {"cancelled": outcome.get("cancelled"), "sent": sent}
+
+    result = asyncio.run(run())
+    assert result == {"cancelled": True, "sent": []}
+
+
+def test_overloaded_answers_503_with_retry_after():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from components.serve.disconnect import install
+
+    app = FastAPI()
+
+    @app.post("/infer")
+    async def infer():
+        raise Overloaded(512, 512, 3)
+
+    @app.post("/ok")
+    async def ok():
+        return {"ok": True}
+
+    install(app)
+    client = TestClient(app)
+    r = client.post("/infer")
+    assert r.status_code == 503 and r.headers["retry-after"] == "3"
+    assert "limit 512" in r.json()["error"]
+    assert client.post("/ok").json() == {"ok": True}
+
+
+def test_cuda_graph_shapes_cover_every_batch_the_batcher_forms(small_model):
+    """The captured (batch, length) shapes: any batch up to the limit has one to replay in."""
+    from components.serve.backends import TorchBackend, bucket_sizes, make_backend
+
+    assert bucket_sizes(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert bucket_sizes(48) == [1, 2, 4, 8, 16, 32, 48]
+    backend = make_backend(small_model, "torch", device="cpu")
+    assert isinstance(backend, TorchBackend) and not backend.graphs  # no capture on a CPU
+    shapes = backend._shapes(48)
+    assert {n for _, n in shapes} == {16, 32}  # max_length 32, lengths padded to 16s
+    for batch in range(1, 49):
+        for length in range(1, 33):
+            assert any(b >= batch and n >= length for b, n in shapes)
