@@ -6,14 +6,13 @@ Each function takes and returns a Spark DataFrame and is unit-tested on its own.
 
 from __future__ import annotations
 
-import html
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from components.common.schema import RAW_COLUMNS
+from components.common.text import clean_text  # noqa: F401 (the reference of the JVM twin)
 
 REJECT_REASONS = (
     "encoding",
@@ -33,22 +32,8 @@ SPLIT_NAMES = ("train", "validation", "test")
 BLANK = "_blank"
 DUPLICATE = "duplicate_review_id"
 
-_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
-_SPACE = re.compile(r"\s+")
 # Whitespace, Unicode separators (e.g. U+3000) and control characters.
 _ALL_BLANK = r"^[\s\p{Z}\p{Cc}]*$"
-
-
-def clean_text(text: str | None) -> str | None:
-    """Decode HTML entities, turn ``<br />`` into spaces, drop control chars, collapse space."""
-    if text is None:
-        return None
-    text = _BR.sub(" ", text)
-    text = html.unescape(text)
-    text = _BR.sub(" ", text)  # entities can encode tags: &lt;br /&gt;
-    text = _CONTROL.sub(" ", text)
-    return _SPACE.sub(" ", text).strip()
 
 
 def clean_text_column(col: Column) -> Column:

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from components.common.errors import InvalidInput
-from components.ingest.transforms import clean_text
+from components.common.text import clean_text
 from components.validate.suites import TEXT_ONLY_PROPERTIES, text_only_properties
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"

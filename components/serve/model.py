@@ -17,6 +17,7 @@ from kserve.errors import InvalidInput
 from components.common.errors import ModelLoadError
 from components.common.inference import Classifier, Prediction
 from components.common.storage import S3Storage, is_s3_uri
+from components.common.text import clean_text
 from components.serve.backends import Backend, make_backend
 from components.serve.batching import TokenBudgetBatcher
 from components.serve.payload_logger import PayloadLogger, request_id
@@ -100,8 +101,12 @@ class ReviewClassifierModel(Model):
 
     async def _probabilities(self, texts: list[str]) -> np.ndarray:
         loop = asyncio.get_running_loop()
-        seqs = await loop.run_in_executor(self._tokenize_pool, self.backend.tokenize, texts)
+        seqs = await loop.run_in_executor(self._tokenize_pool, self._tokenize, texts)
         return await self.batcher.submit(seqs)
+
+    def _tokenize(self, texts: list[str]) -> Any:
+        """Clean as ingest cleaned the training rows (entities, ``<br />``), then tokenize."""
+        return self.backend.tokenize([clean_text(t) for t in texts])
 
     @property
     def labels(self) -> list[str]:

@@ -164,3 +164,21 @@ def test_cuda_graph_shapes_cover_every_batch_the_batcher_forms(small_model):
     for batch in range(1, 49):
         for length in range(1, 33):
             assert any(b >= batch and n >= length for b, n in shapes)
+
+
+def test_the_predictor_cleans_text_as_ingest_did_before_tokenizing():
+    """Training rows went through ingest's cleaning; a served review must get the same."""
+    from components.common.text import clean_text
+    from components.serve.model import ReviewClassifierModel
+
+    class Recording:
+        def tokenize(self, texts):
+            self.seen = texts
+            return texts
+
+    model = ReviewClassifierModel("rc", "unused")
+    model.backend = Recording()
+    raw = ["Great &quot;value&quot;<br /><br />Works\x07 fine", "plain"]
+    model._tokenize(raw)
+    assert model.backend.seen == ['Great "value" Works fine', "plain"]
+    assert model.backend.seen == [clean_text(t) for t in raw]
