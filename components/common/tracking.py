@@ -10,7 +10,8 @@ mlflow/overview.md). When they are present a stage logs into that run, so KFP's 
 MLflow runs are one tree; without them it creates a run in our experiment, as before.
 
 ``mlflow.start_run()`` resumes ``MLFLOW_RUN_ID`` by itself, but refuses to when another
-experiment was made active with ``set_experiment``: hence one place that decides.
+experiment was made active with ``set_experiment``: hence one place that decides, which makes
+the run's own experiment the active one first.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def start_stage_run(run_name: str, experiment: str | None = None,
 
     run_id = resume_run_id or kfp_task_run_id()
     if run_id:
+        # the run's own experiment becomes the active one: start_run refuses a run of another
+        # experiment than the one a caller (or an earlier stage in this process) made active
+        experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
         return mlflow.start_run(run_id=run_id)
     if not experiment:
         from components.common.settings import Settings

@@ -29,6 +29,8 @@ def kfp_task_run(stack, monkeypatch):
 def test_validate_logs_into_the_kfp_task_run(kfp_task_run, settings, tmp_path, monkeypatch):
     from components.validate.job import _log_to_mlflow
 
+    mlflow.set_experiment("another-stage-ran-first")  # in this process, before validate
+
     monkeypatch.setenv("MLFLOW_EXPERIMENT", "not-used-under-kfp")
     (tmp_path / "summary.json").write_text("{}")
     (tmp_path / "report.html").write_text("<html></html>")
