@@ -58,7 +58,7 @@ def build_model(out: Path) -> Path:
 def write_raw(rows: int, out: Path, files: int = 4) -> list[str]:
     """``rows`` real Electronics rows (sampled with replacement, new ids) as raw TSV.gz files."""
     from components.common.schema import pandas_read_options
-    from components.ingest.transforms import clean_text
+    from components.common.text import clean_text
 
     source = pd.read_csv(SHARED / ELECTRONICS, **pandas_read_options())
     sample = source.sample(n=rows, replace=True, random_state=0).reset_index(drop=True)

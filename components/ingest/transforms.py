@@ -12,7 +12,6 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from components.common.schema import RAW_COLUMNS
-from components.common.text import clean_text  # noqa: F401 (the reference of the JVM twin)
 
 REJECT_REASONS = (
     "encoding",
@@ -37,7 +36,7 @@ _ALL_BLANK = r"^[\s\p{Z}\p{Cc}]*$"
 
 
 def clean_text_column(col: Column) -> Column:
-    """The JVM twin of ``clean_text`` (no Python workers): Spark ships commons-text."""
+    """The JVM twin of ``components.common.text.clean_text`` (no Python workers)."""
     br = r"(?i)<br\s*/?>"
     # The real files' common entity by plain replacement; the general decoder (Java
     # reflection, slow) runs only on bodies with another entity left.

@@ -202,7 +202,8 @@ def test_s3_in_and_out_through_the_local_s3_server(stack, settings, storage, tmp
 
 
 def test_jvm_cleaning_matches_the_python_reference(spark):
-    from components.ingest.transforms import clean_text, clean_text_column
+    from components.common.text import clean_text
+    from components.ingest.transforms import clean_text_column
 
     samples = [
         "Great &#34;gift&#34; card", "a<br />b<BR/>c<br>d", "x &amp; y &lt;br /&gt; z",

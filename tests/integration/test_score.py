@@ -12,7 +12,8 @@ import pytest
 from components.common.errors import ConfigurationError, InvalidInput, ModelLoadError
 from components.common.registry import promote, register
 from components.common.schema import RAW_COLUMNS
-from components.ingest.transforms import REJECT_REASONS, clean_text
+from components.common.text import clean_text
+from components.ingest.transforms import REJECT_REASONS
 from components.score.job import ScoreConfig, run_scoring
 from components.score.model import parse_model_spec, resolve_model
 from pipelines.generate import GeneratorConfig, generate

@@ -6,6 +6,7 @@ import yaml
 
 from components.common.errors import ConfigurationError, InvalidInput
 from components.common.settings import Settings
+from components.common.text import clean_text
 from components.ingest.config import IngestConfig
 from components.ingest.inputs import check_raw_file, list_inputs
 from components.ingest.spark import (
@@ -15,7 +16,7 @@ from components.ingest.spark import (
     build_spark_conf,
     choose_read_path,
 )
-from components.ingest.transforms import clean_text, split_bounds
+from components.ingest.transforms import split_bounds
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "raw_bad"
 
