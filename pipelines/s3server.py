@@ -84,13 +84,20 @@ class DiskMirror:
         return count
 
     # ---- after each write request: moto -> disk
-    def sync(self) -> None:
+    def sync(self, bucket: str | None = None) -> None:
+        """Mirror ``bucket`` (every bucket when None or unknown) as moto holds it now."""
         with self.lock:
             live = dict(self.backend.buckets)
-            for name in set(self.indexes) - set(live):
-                self._drop_bucket(name)
-            for name, bucket in live.items():
-                self._sync_bucket(name, bucket.keys.items())
+            names = (
+                [bucket]
+                if bucket in live or bucket in self.indexes
+                else list(set(live) | set(self.indexes))
+            )
+            for name in names:
+                if name in live:
+                    self._sync_bucket(name, live[name].keys.items())
+                else:
+                    self._drop_bucket(name)
 
     def _sync_bucket(self, name: str, keys: Iterable[tuple[str, Any]]) -> None:
         changed = name not in self.indexes
@@ -129,10 +136,11 @@ def persistent_app(app: Callable, mirror: DiskMirror) -> Callable:
 
     def wrapped(environ: dict, start_response: Callable) -> Any:
         body = app(environ, start_response)
-        if environ.get("REQUEST_METHOD") in WRITE_METHODS and not environ.get(
-            "PATH_INFO", ""
-        ).startswith("/moto-api"):
-            mirror.sync()
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") in WRITE_METHODS and not path.startswith("/moto-api"):
+            # path-style requests (what our clients send to 127.0.0.1) name their bucket first;
+            # anything else (virtual-hosted style) syncs every bucket
+            mirror.sync(path.lstrip("/").split("/", 1)[0] or None)
         return body
 
     return wrapped
