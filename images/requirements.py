@@ -86,9 +86,13 @@ def installed_closure(requirements: list[str]) -> dict[str, int]:
 
 def image_sizes(pyproject: str) -> dict[str, dict]:
     """Per image: package count, installed MB on this machine, its ten largest packages."""
+    sets = {group: group_requirements(pyproject, group) for group in GROUPS}
+    # the baseline: one image with every group, what each image installed before the split
+    sets["all"] = sorted({r for requirements in sets.values() for r in requirements}
+                         | set(group_requirements(pyproject, "pipeline")))  # fmt: skip
     out = {}
-    for group in GROUPS:
-        closure = installed_closure(group_requirements(pyproject, group))
+    for group, requirements in sets.items():
+        closure = installed_closure(requirements)
         largest = sorted(closure.items(), key=lambda kv: -kv[1])[:10]
         out[group] = {
             "packages": len(closure),
