@@ -44,12 +44,6 @@ parser.add_argument(
     default=512,
     help="texts waiting for a batch at most; beyond, 503 with Retry-After",
 )
-parser.add_argument(
-    "--max_batch_delay_ms",
-    type=float,
-    default=0.0,
-    help="ignored (kept for old manifests): batches start as soon as the model is free",
-)
 parser.add_argument("--max_instances", type=int, default=256, help="texts per request at most")
 parser.add_argument("--max_chars", type=int, default=20_000, help="characters per text at most")
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: best available)")
