@@ -110,8 +110,8 @@ def list_labelled_files(uri: str, storage: S3Storage | None) -> list[tuple[str, 
                  storage.get_bytes(f"s3://{bucket}/{o.key}"))
                 for o in list_labelled(uri, storage)]  # fmt: skip
     files = sorted(p for p in Path(uri).rglob("*") if p.name.endswith(LABELLED_SUFFIXES))
-    return [(str(p), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest(),
-             p.read_bytes()) for p in files]  # fmt: skip
+    found = [(p, p.read_bytes()) for p in files]  # each file read once
+    return [(str(p), len(data), hashlib.sha256(data).hexdigest(), data) for p, data in found]
 
 
 def count_new_labels(uri: str, storage: S3Storage, used_etags: set[str]) -> int:
