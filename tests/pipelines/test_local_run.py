@@ -238,7 +238,11 @@ def test_monitor_loop_no_retrain_in_distribution_retrain_on_shifted_traffic(
     queue["product_category"] = "Electronics"
     labelled = f"s3://{settings.data_bucket}/monitoring/labelled/batch-1.csv"
     storage.put_bytes(labelled, queue.to_csv(index=False).encode())
-    retrained = _monitor(state, "--since", since, "--min-labelled", "1")
+    # The loop is under test, not the retrained model's margin: 100 real Electronics rows in a
+    # generated training set can move the TF-IDF baseline past the BERT on 230 test rows (one run
+    # of the suite: -2.6 points, interval below zero), so the retrain may be up to 5 points worse.
+    retrained = _monitor(state, "--since", since, "--min-labelled", "1",
+                         "--pipeline-param", "min_gain_over_baseline=-0.05")  # fmt: skip
     assert f"{len(queue)} labelled feedback rows (>= 1)" in retrained
     assert "Decision: retrain started: python -m pipelines.run --input s3://" in retrained
     assert "feedback_uri=s3://" in retrained and re.search(r"ingest\s+│\s+SUCCESS", retrained)
