@@ -35,8 +35,11 @@ RUN python -m components.ingest.udfs /opt/review-classifier-udfs.jar
 FROM ${PYTHON_IMAGE}
 # Debian packages follow the base image's (digest-pinned) bookworm release; see .hadolint.yaml.
 # hadolint ignore=DL3008
+# JAVA_HOME is the same path on every architecture (the JRE's directory is
+# java-17-openjdk-amd64 or -arm64, Graviton): a link made here from the installed java.
 RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && ln -s "$(dirname "$(dirname "$(readlink -f /usr/bin/java)")")" /usr/lib/jvm/java-17
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=s3a /opt/s3a-jars/ /opt/venv/lib/python3.11/site-packages/pyspark/jars/
 COPY --from=udf /opt/review-classifier-udfs.jar /opt/review-classifier-udfs.jar
@@ -46,7 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYSPARK_PYTHON=/opt/venv/bin/python \
-    JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
+    JAVA_HOME=/usr/lib/jvm/java-17 \
     REVIEW_CLASSIFIER_UDF_JAR=/opt/review-classifier-udfs.jar \
     HOME=/tmp
 USER 10001:10001

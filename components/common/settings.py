@@ -79,7 +79,8 @@ PLATFORM_CONFIG_MAP = "review-classifier-env"
 TRAINING_CONFIG_MAP = "review-classifier-training-env"
 PLATFORM_ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT", "REGISTERED_MODEL_NAME",
                      "MLFLOW_ARTIFACT_BUCKET", "AWS_REGION", "S3_ENDPOINT_URL", "DATA_BUCKET",
-                     "IMAGE_REGISTRY", "IMAGE_TAG")  # fmt: skip
+                     "IMAGE_REGISTRY", "IMAGE_TAG", "KSERVE_NAMESPACE",
+                     "TRAINING_NAMESPACE")  # fmt: skip
 
 
 @dataclass(frozen=True)

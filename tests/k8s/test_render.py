@@ -307,3 +307,54 @@ def test_review_classifier_chart_monitoring_points_the_logger_at_its_sink():
     # without monitoring (the default) nothing of it renders and the logger stays off
     kinds = {d["kind"] for d in helm_template("charts/review-classifier", None)}
     assert not kinds & {"CronJob", "Deployment", "Service"}
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions In/NotIn/Exists) matches ``labels``."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        ok = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]  # fmt: skip
+        if not ok:
+            return False
+    return True
+
+
+def _admits(peers: list[dict], ns_labels: dict[str, str], pod_labels: dict[str, str]) -> bool:
+    """NetworkPolicy peer semantics for a pod in another namespace than the policy's."""
+    for peer in peers:
+        ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+        if ns_sel is None:  # a bare podSelector only selects pods of the policy's namespace
+            continue
+        if _selects(ns_sel, ns_labels) and (pod_sel is None or _selects(pod_sel, pod_labels)):
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "ns_labels",
+    [
+        {"kubernetes.io/metadata.name": "kubeflow"},  # single-user Kubeflow
+        # a multi-user profile namespace, labelled by Kubeflow's profile controller
+        {"kubernetes.io/metadata.name": "alice", "app.kubernetes.io/part-of": "kubeflow-profile"},
+        # any namespace a platform engineer opts in
+        {"kubernetes.io/metadata.name": "ml-team", "review-classifier/spark-driver": "true"},
+    ],
+)
+def test_spark_executors_reach_a_driver_in_kubeflow_or_a_profile_namespace(rendered, ns_labels):
+    (policy,) = [d for d in rendered["manifests/spark-on-k8s"] if d["kind"] == "NetworkPolicy"]
+    driver = {"pipelines.kubeflow.org/v2_component": "true"}
+    ingress = [
+        r for r in policy["spec"]["ingress"] if {"protocol": "TCP", "port": 7079} in r["ports"]
+    ]
+    egress = [
+        r for r in policy["spec"]["egress"] if {"protocol": "TCP", "port": 7078} in r["ports"]
+    ]
+    assert any(_admits(r["from"], ns_labels, driver) for r in ingress)
+    assert any(_admits(r["to"], ns_labels, driver) for r in egress)
+    # and nothing else: an unlabelled namespace stays out
+    other = {"kubernetes.io/metadata.name": "default"}
+    assert not any(_admits(r["from"], other, driver) for r in policy["spec"]["ingress"])
+    assert not any(_admits(r["to"], other, driver) for r in policy["spec"]["egress"])

@@ -114,3 +114,15 @@ def test_monitor_component_compiles_with_its_decision_outputs(tmp_path):
     assert params["confidence"]["defaultValue"] == 0.7
     golden = next(yaml.safe_load_all(GOLDEN.read_text()))
     assert golden["root"]["inputDefinitions"]["parameters"]["feedback_uri"]["defaultValue"] == ""
+
+
+def test_the_namespace_settings_reach_the_deploy_and_train_steps():
+    """KSERVE_NAMESPACE (deploy) and TRAINING_NAMESPACE (train launcher) come from the ConfigMap."""
+    _, platform = list(yaml.safe_load_all(GOLDEN.read_text()))[:2]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor, key in (
+        ("exec-deploy", "KSERVE_NAMESPACE"),
+        ("exec-train", "TRAINING_NAMESPACE"),
+    ):
+        (env,) = executors[executor]["configMapAsEnv"]
+        assert {"configMapKey": key, "envVar": key} in env["keyToEnv"], executor

@@ -107,3 +107,27 @@ def test_recorded_image_sizes_match_the_requirement_sets():
     for group in ("spark", "train", "serve"):
         names = sorted(req.installed_closure(req.group_requirements(PYPROJECT, group)))
         assert recorded[group]["names"] == names, f"re-run `make image-sizes` ({group})"
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_spark_image_java_home_is_the_installed_jdk_on_every_architecture(tmp_path, arch):
+    """JAVA_HOME is a link the build derives from the installed java (Graviton nodes: arm64)."""
+    import re
+    import subprocess
+
+    text = (ROOT / "images" / "spark.Dockerfile").read_text().replace("\\\n", " ")
+    final = text.rsplit("\nFROM ", 1)[1]  # the runtime stage
+    (java_home,) = re.findall(r"JAVA_HOME=(\S+)", final)
+    (link,) = re.findall(r"ln -s (\"\$\(.*?\)\"|\S+) (\S+)", final)
+    assert link[1] == java_home, "JAVA_HOME must be the path the build links"
+    # a Debian openjdk layout for ``arch``, with /usr/bin/java -> alternatives -> the JRE
+    jre = tmp_path / "usr/lib/jvm" / f"java-17-openjdk-{arch}"
+    (jre / "bin").mkdir(parents=True)
+    (jre / "bin" / "java").write_text("")
+    (tmp_path / "etc/alternatives").mkdir(parents=True)
+    (tmp_path / "etc/alternatives/java").symlink_to(jre / "bin" / "java")
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/bin/java").symlink_to(tmp_path / "etc/alternatives/java")
+    source = link[0].replace("/usr/bin/java", str(tmp_path / "usr/bin/java"))
+    derived = subprocess.run(["sh", "-c", f"echo {source}"], capture_output=True, text=True)
+    assert derived.stdout.strip() == str(jre)

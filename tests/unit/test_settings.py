@@ -72,3 +72,13 @@ def test_dotenv_rejects_a_line_without_equals(tmp_path: Path):
     dotenv.write_text("AWS_REGION\n")
     with pytest.raises(ConfigurationError, match=r"\.env:1"):
         read_dotenv(dotenv)
+
+
+def test_namespace_settings_reach_the_steps_from_the_platform_config_map():
+    from components.common.settings import ENV_VARS, PLATFORM_ENV_KEYS
+
+    # the deploy step reads KSERVE_NAMESPACE, the train launcher TRAINING_NAMESPACE: on a
+    # cluster both come from the platform ConfigMap, whose keys are PLATFORM_ENV_KEYS
+    for key in ("KSERVE_NAMESPACE", "TRAINING_NAMESPACE"):
+        assert key in PLATFORM_ENV_KEYS
+        assert key in ENV_VARS
