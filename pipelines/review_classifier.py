@@ -91,6 +91,8 @@ def review_classifier(
     deployment_mode: str = "Serverless",
     serving_gpus: int = 1,
     serving_logger_url: str = "",
+    serving_address: str = "cluster-local",
+    serving_gateway_url: str = "",
     train_launcher: str = "trainjob",
     train_job_policy: str = "delete-on-success",
     train_image: str = "",
@@ -175,6 +177,7 @@ def review_classifier(
                 registered_version=eval_task.outputs["registered_version"],
                 service_name=service_name, target=deploy_target, canary_percent=canary_percent,
                 deployment_mode=deployment_mode, gpus=serving_gpus, logger_url=serving_logger_url,
+                address=serving_address, gateway_url=serving_gateway_url,
             )  # fmt: skip
             deploy_task.set_display_name("deploy (KServe)").set_caching_options(False)
             _platform_env(deploy_task)

@@ -1,7 +1,8 @@
 """Checks of a served model over HTTP (V1): ready, answers, and answers as the gate approved.
 
-Used by the deploy step on both targets: KServe's ``latest`` tag URL on a cluster, the local
-predictor process locally.
+Used by the deploy step on both targets: KServe's ``latest`` tag (cluster-local address by
+default, components/deploy/addresses.py) on a cluster, the local predictor process locally.
+``host`` sends another Host header than the URL's: an ingress gateway routes on it.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ def model_ready(url: str) -> bool:
         return False
 
 
-def v1_predict(url: str, texts: list[str], what: str = "smoke request") -> list[dict]:
+def v1_predict(url: str, texts: list[str], what: str = "smoke request",
+               host: str | None = None) -> list[dict]:  # fmt: skip
     """One V1 request for ``texts``; raises with the reason unless each got a prediction."""
     body = json.dumps({"instances": texts}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Host": host} if host else {})}
+    # urllib sends the given Host instead of the URL's (AbstractHTTPHandler.do_request_)
+    request = urllib.request.Request(url, body, headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as r:  # noqa: S310 (our URL)
             answer = json.loads(r.read())
@@ -41,12 +45,14 @@ def v1_predict(url: str, texts: list[str], what: str = "smoke request") -> list[
     return predictions
 
 
-def smoke_test(url: str, text: str = "Absolutely love it, simply perfect.") -> dict:
+def smoke_test(url: str, text: str = "Absolutely love it, simply perfect.",
+               host: str | None = None) -> dict:  # fmt: skip
     """One V1 request; raises with the reason when the answer is not a prediction."""
-    return v1_predict(url, [text])[0]
+    return v1_predict(url, [text], host=host)[0]
 
 
-def held_set_check(url: str, held: list[dict], min_agreement: float = 0.9) -> dict:
+def held_set_check(url: str, held: list[dict], min_agreement: float = 0.9,
+                   host: str | None = None) -> dict:  # fmt: skip
     """Send the held-out reviews in one V1 request and compare the answers with the evaluation.
 
     Their labels must agree with the evaluated model's on at least ``min_agreement`` of them (a
@@ -54,8 +60,8 @@ def held_set_check(url: str, held: list[dict], min_agreement: float = 0.9) -> di
     before it existed), one smoke request.
     """
     if not held:
-        return {"agreement": None, "prediction": smoke_test(url)}
-    predictions = v1_predict(url, [row["text"] for row in held], "held-set request")
+        return {"agreement": None, "prediction": smoke_test(url, host=host)}
+    predictions = v1_predict(url, [row["text"] for row in held], "held-set request", host)
     same = sum(p.get("label") == row["label"] for p, row in zip(predictions, held, strict=True))
     agreement = same / len(held)
     if agreement < min_agreement:

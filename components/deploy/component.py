@@ -22,13 +22,17 @@ def deploy(
     max_replicas: int = 4,
     min_agreement: float = 0.9,
     logger_url: str = "",
+    address: str = "cluster-local",
+    gateway_url: str = "",
 ) -> str:
     """Serve the registered version, test it, promote it to ``champion``; returns the URL.
 
     ``target`` is ``local`` (a predictor process) or ``cluster`` (KServe, in ``namespace``,
     default: the KSERVE_NAMESPACE setting).
 
-    The test: the evaluation's held-out reviews must be answered as the evaluation did.
+    The test: the evaluation's held-out reviews must be answered as the evaluation did, sent to
+    ``address`` (cluster: ``cluster-local``, the default, for a step inside the cluster;
+    ``external``, the status URLs; ``gateway``, ``gateway_url`` with the external Host header).
     """
     import json
 
@@ -41,8 +45,8 @@ def deploy(
     name = Settings.from_env().registered_model_name
     held = json.loads(open(evaluation.path).read()).get("smoke_set") or []
 
-    def check(base: str) -> dict:
-        return held_set_check(predict_url(base, service_name), held, min_agreement)
+    def check(base: str, host: str | None = None) -> dict:
+        return held_set_check(predict_url(base, service_name), held, min_agreement, host=host)
 
     if target == "local":
         # the embedded default only: the local stack and its processes are development tools
@@ -70,8 +74,8 @@ def deploy(
         namespace=namespace or Settings.from_env().kserve_namespace,
         min_replicas=min_replicas, max_replicas=max_replicas, canary_percent=canary_percent,
         model_version=registered_version, mode=deployment_mode, logger_url=logger_url,
+        address=address, gateway_url=gateway_url,
     )  # fmt: skip
-    result = Rollout(client.CustomObjectsApi(), apps=client.AppsV1Api()).run(
-        spec, check=check, on_promote=lambda: promote(name, registered_version)
-    )
+    rollout = Rollout(client.CustomObjectsApi(), apps=client.AppsV1Api(), core=client.CoreV1Api())
+    result = rollout.run(spec, check=check, on_promote=lambda: promote(name, registered_version))
     return predict_url(result.url, service_name)

@@ -30,7 +30,17 @@ of the traffic. The rollout follows KServe's and Knative's own status (kserve v0
 there (only the Knative reconciler reads it), and the InferenceService stays Ready during a
 rolling update (``PropagateRawStatus``), so the rollout follows the Deployment
 ``<name>-predictor`` itself as ``kubectl rollout status`` does, then tests the service URL
-(every pod is new by then); rollback patches the previous storageUri back (a new rollout).
+(every pod is new by then); rollback patches the previous storageUri and model-version
+annotation back (a new rollout).
+
+**Where the checks go**: ``ServiceSpec.address`` (``components/deploy/addresses.py``):
+cluster-local addresses by default, the status URLs (``external``) or an ingress gateway with
+the external Host header (``gateway``).
+
+**What was tested**: a ConfigMap ``<name>-rollout`` records the storageUri that passed its check
+and was promoted, and the one rejected (``components/deploy/record.py``). A re-run whose spec is
+unchanged but not recorded as promoted (after a rollback, or a failed first create) tests that
+model again before promoting it: never 100% and ``champion`` untested.
 """
 
 from __future__ import annotations
@@ -43,6 +53,16 @@ from typing import Any
 
 from components.common.errors import ConfigurationError, PlatformError
 from components.common.settings import DEFAULT_NAMESPACE
+from components.deploy.addresses import DEFAULT_TAG_TEMPLATE, Endpoint, endpoint, validate_address
+from components.deploy.record import (
+    PROMOTED_REVISION,
+    PROMOTED_URI,
+    PROMOTED_VERSION,
+    REJECTED_REASON,
+    REJECTED_URI,
+    REJECTED_VERSION,
+    RolloutRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +77,18 @@ VERSION_ANNOTATION = "review-classifier/model-version"
 FAILURE_REASONS = ("RevisionFailed", "RevisionMissing", "PredictorConfigurationFailed",
                    "InferenceServiceFailed", "ProgressDeadlineExceeded")  # fmt: skip
 LOG_MODES = ("all", "request", "response")
+# kserve pkg/apis/serving/v1beta1/component.go: ScaleMetric enum cpu;memory;concurrency;rps.
+# concurrency and rps are Knative (KPA) metrics; RawDeployment scales with an HPA, which takes
+# cpu (target: utilization %, 1-100) or memory (inference_service_validation.go,
+# validateScalingHPACompExtension).
+SCALE_METRICS = ("cpu", "memory", "concurrency", "rps")
+HPA_METRICS = ("cpu", "memory")
+DEFAULT_METRIC = {"Serverless": "concurrency", "RawDeployment": "cpu"}
+# per pod: in-flight requests, requests/s, CPU utilization %, memory MiB
+DEFAULT_TARGET = {"concurrency": 32, "rps": 64, "cpu": 80, "memory": 12288}
+# The predictor's drain (components/serve: on SIGTERM it stops accepting, finishes what it has,
+# closes keep-alive connections, exits within this many seconds): an env of the model container.
+DRAIN_ENV = "REVIEW_CLASSIFIER_DRAIN_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -73,8 +105,9 @@ class ServiceSpec:
     memory: str = "16Gi"
     min_replicas: int = 1
     max_replicas: int = 4
-    scale_metric: str = "concurrency"
-    scale_target: int = 32
+    # None: the mode's default metric (concurrency on Knative, cpu on an HPA) and its target
+    scale_metric: str | None = None
+    scale_target: int | None = None
     canary_percent: int | None = None
     model_version: str = ""
     mode: str = "Serverless"
@@ -82,12 +115,49 @@ class ServiceSpec:
     logger_url: str = ""
     logger_mode: str = "all"
     extra_annotations: dict[str, str] = field(default_factory=dict)
+    # where the rollout's checks go (components/deploy/addresses.py)
+    address: str = "cluster-local"
+    gateway_url: str = ""
+    tag_template: str = DEFAULT_TAG_TEMPLATE
+    # graceful shutdown: the predictor drains for at most drain_seconds after SIGTERM; in
+    # RawDeployment a preStop hook first waits prestop_seconds for the pod to leave the
+    # Service's endpoints (Knative's queue-proxy does this in Serverless)
+    drain_seconds: int = 20
+    prestop_seconds: int = 10
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigurationError(f"deployment mode {self.mode!r} is not one of: {MODES}")
         if self.logger_mode not in LOG_MODES:
             raise ConfigurationError(f"logger mode {self.logger_mode!r} is not one of {LOG_MODES}")
+        validate_address(self.address, self.gateway_url, self.tag_template)
+        metric, target = self.scaling
+        if metric not in SCALE_METRICS:
+            raise ConfigurationError(f"scale metric {metric!r} is not one of: {SCALE_METRICS}")
+        if self.mode == "RawDeployment" and metric not in HPA_METRICS:
+            raise ConfigurationError(
+                f"scale metric {metric!r} is a Knative metric; RawDeployment scales with an "
+                f"HPA on one of: {HPA_METRICS}"
+            )
+        if metric == "cpu" and not 1 <= target <= 100:
+            raise ConfigurationError(f"scale target {target} for cpu is not a utilization 1-100")
+        if self.drain_seconds < 1 or self.prestop_seconds < 0:
+            raise ConfigurationError(
+                f"drain_seconds {self.drain_seconds} must be >= 1 and prestop_seconds "
+                f"{self.prestop_seconds} >= 0"
+            )
+
+    @property
+    def scaling(self) -> tuple[str, int]:
+        """(scaleMetric, scaleTarget): the given ones, else the mode's default."""
+        metric = self.scale_metric or DEFAULT_METRIC[self.mode]
+        target = self.scale_target if self.scale_target is not None else DEFAULT_TARGET.get(metric)
+        return metric, target or 0
+
+    @property
+    def termination_grace_seconds(self) -> int:
+        """Longer than the preStop wait plus the drain, with room for the process to exit."""
+        return self.prestop_seconds + self.drain_seconds + 5
 
 
 def build_inference_service(spec: ServiceSpec) -> dict:
@@ -103,16 +173,25 @@ def build_inference_service(spec: ServiceSpec) -> dict:
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "minReplicas": spec.min_replicas,
         "maxReplicas": spec.max_replicas,
-        "scaleMetric": spec.scale_metric,
-        "scaleTarget": spec.scale_target,
+        "scaleMetric": spec.scaling[0],
+        "scaleTarget": spec.scaling[1],
         "model": {
             "modelFormat": {"name": MODEL_FORMAT},
             "runtime": spec.runtime,
             "protocolVersion": "v2",
             "storageUri": spec.storage_uri,
             "resources": {"requests": dict(resources), "limits": dict(resources)},
+            "env": [{"name": DRAIN_ENV, "value": str(spec.drain_seconds)}],
         },
     }
+    if spec.mode == "RawDeployment":
+        # Knative's queue-proxy drains a Serverless pod; a plain Deployment's pod gets SIGTERM
+        # while kube-proxy and the ingress may still send it requests. Wait for the endpoint
+        # removal first (exec, with the image's own python: no shell in the image is assumed),
+        # then the server drains; the grace period covers both (k8s docs, "Termination of Pods").
+        predictor["terminationGracePeriodSeconds"] = spec.termination_grace_seconds
+        predictor["model"]["lifecycle"] = {"preStop": {"exec": {"command": [
+            "python", "-c", f"import time; time.sleep({spec.prestop_seconds})"]}}}  # fmt: skip
     if spec.gpus:
         predictor["tolerations"] = [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -170,16 +249,6 @@ def failure(obj: dict) -> str | None:
     return None
 
 
-def tagged_url(obj: dict, tag: str, revision: str | None = None) -> str | None:
-    """The URL of a traffic tag (``latest``, ``prev``), if it routes to ``revision``."""
-    for target in predictor_status(obj).get("traffic") or []:
-        if target.get("tag") == tag and (
-            revision is None or target.get("revisionName") == revision
-        ):
-            return target.get("url")
-    return None
-
-
 def traffic_percent(obj: dict, revision: str) -> int:
     return sum(int(t.get("percent") or 0) for t in predictor_status(obj).get("traffic") or []
                if t.get("revisionName") == revision)  # fmt: skip
@@ -187,21 +256,27 @@ def traffic_percent(obj: dict, revision: str) -> int:
 
 @dataclass
 class RolloutResult:
-    action: str  # "created", "promoted", "unchanged"
+    action: str  # "created", "promoted", "retested", "unchanged"
     url: str
     revision: str = ""
+
+
+Check = Callable[..., Any]  # check(url) or, through a gateway, check(url, host=<Host header>)
 
 
 class Rollout:
     """Create or update an InferenceService, test what is new, then promote or roll back.
 
-    ``check(url)`` tests a URL (the held-out reviews); it raises PlatformError to refuse.
-    ``apps`` (an AppsV1Api) is needed for RawDeployment, whose Deployment the rollout follows.
+    ``check(url)`` tests a base URL (the held-out reviews) and raises PlatformError to refuse;
+    with ``address="gateway"`` it is called as ``check(url, host=...)``, the Host header to send.
+    ``apps`` (an AppsV1Api) is needed for RawDeployment, whose Deployment the rollout follows;
+    ``core`` (a CoreV1Api) keeps the rollout record (``components/deploy/record.py``).
     """
 
     def __init__(self, api: Any, poll_s: float = 2.0, timeout_s: float = 900.0,
-                 apps: Any = None) -> None:  # fmt: skip
+                 apps: Any = None, core: Any = None) -> None:  # fmt: skip
         self.api, self.apps = api, apps
+        self.record = RolloutRecord(core)
         self.poll_s = poll_s
         self.timeout_s = timeout_s
 
@@ -235,7 +310,7 @@ class Rollout:
             f"{ready_cond.get('reason') or ''} {ready_cond.get('message') or ''})".rstrip()
         )
 
-    def run(self, spec: ServiceSpec, check: Callable[[str], Any],
+    def run(self, spec: ServiceSpec, check: Check,
             on_promote: Callable[[], None] | None = None) -> RolloutResult:  # fmt: skip
         """Deploy ``spec``: create it, or roll the new version out (canary first)."""
         current = self._get(spec.namespace, spec.name)
@@ -243,42 +318,93 @@ class Rollout:
             return self._raw(spec, current, check, on_promote)
         return self._serverless(spec, current, check, on_promote)
 
+    # ---- the record of what passed -----------------------------------------------------------
+    def _promoted(self, spec: ServiceSpec, obj: dict, revision: str) -> None:
+        self.record.write(spec.namespace, spec.name, obj, {
+            PROMOTED_URI: spec.storage_uri, PROMOTED_VERSION: spec.model_version,
+            PROMOTED_REVISION: revision,
+            REJECTED_URI: None, REJECTED_VERSION: None, REJECTED_REASON: None})  # fmt: skip
+
+    def _rejected(self, spec: ServiceSpec, obj: dict | None, reason: str) -> None:
+        self.record.write(spec.namespace, spec.name, obj, {
+            REJECTED_URI: spec.storage_uri, REJECTED_VERSION: spec.model_version,
+            REJECTED_REASON: reason[:1000]})  # fmt: skip
+
     # ---- Serverless (Knative revisions) ---------------------------------------------------
     def _serverless(self, spec, current, check, on_promote) -> RolloutResult:  # noqa: ANN001
         ns, name = spec.namespace, spec.name
         if current is None:
             body = build_inference_service(ServiceSpec(**{**spec.__dict__, "canary_percent": None}))
             self.api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-            obj = self._wait_new_revision(ns, name, before=None)
-            revision = predictor_status(obj)["latestReadyRevision"]
-            url = tagged_url(obj, "latest") or obj["status"].get("url", "")
-            self._check(check, url, revision)  # nothing to roll back to: fail only
+            try:
+                obj = self._wait_new_revision(ns, name, before=None)
+                revision = predictor_status(obj)["latestReadyRevision"]
+                self._check(check, self._endpoint(spec, obj, "latest", revision), revision)
+            except PlatformError as e:  # nothing to roll back to: record it, fail
+                self._rejected(spec, self._get(ns, name), str(e))
+                raise
+            self._promoted(spec, obj, revision)
             if on_promote:
                 on_promote()
             return RolloutResult("created", obj["status"].get("url", ""), revision)
         before = predictor_status(current).get("latestCreatedRevision")
-        if current["spec"]["predictor"]["model"]["storageUri"] == spec.storage_uri:
-            return self._promote(spec, current, on_promote, "unchanged")
         canary = spec.canary_percent if spec.canary_percent is not None else 10
+        if current["spec"]["predictor"]["model"]["storageUri"] == spec.storage_uri:
+            if self.record.promoted(ns, name, spec.storage_uri):
+                return self._promote(spec, current, on_promote, "unchanged")
+            return self._retest(spec, current, check, on_promote, canary)
         body = build_inference_service(ServiceSpec(**{**spec.__dict__, "canary_percent": canary}))
         self._patch(ns, name, {"metadata": {"annotations": body["metadata"]["annotations"]},
                                "spec": body["spec"]})  # fmt: skip
         logger.info("InferenceService %s/%s: new version %s at %d%% (canary), was %s", ns, name,
                     spec.model_version or spec.storage_uri, canary, before)  # fmt: skip
+        return self._canary(spec, current, check, on_promote, "promoted", "canary rolled back",
+                            lambda: self._wait_new_revision(ns, name, before))  # fmt: skip
+
+    def _canary(self, spec, current, check, on_promote, action, refused,  # noqa: ANN001
+                wait: Callable[[], dict]) -> RolloutResult:  # fmt: skip
+        """Wait for the revision under test, check its ``latest`` tag; promote or roll back."""
         try:
-            obj = self._wait_new_revision(ns, name, before)
+            obj = wait()
             revision = predictor_status(obj)["latestReadyRevision"]
-            url = tagged_url(obj, "latest", revision)
-            if not url:
-                raise PlatformError(
-                    f"revision {revision} has no `latest` tag URL in status.components.predictor"
-                    f".traffic (is tag routing, {TAG_ROUTING}, removed?)"
-                )
-            self._check(check, url, revision)
+            self._check(check, self._endpoint(spec, obj, "latest", revision), revision)
         except PlatformError as e:
-            self.rollback(ns, name)
-            raise PlatformError(f"canary rolled back: {e}") from e
-        return self._promote(spec, obj, on_promote, "promoted")
+            self.rollback(spec.namespace, spec.name)
+            self._rejected(spec, current, str(e))
+            raise PlatformError(f"{refused}: {e}") from e
+        return self._promote(spec, obj, on_promote, action)
+
+    def _retest(self, spec, current, check, on_promote, canary) -> RolloutResult:  # noqa: ANN001
+        """The spec already names this model but nothing records it as promoted: test it again.
+
+        The latest revision (the model's, rejected or never tested) goes back to the canary
+        percent (KServe splits only when a rolled-out revision exists: after a failed first
+        create it has all the traffic already), its ``latest`` tag is tested, then promotion or
+        rollback as for a new version. No new revision: only canaryTrafficPercent changes.
+        """
+        ns, name = spec.namespace, spec.name
+        logger.warning("InferenceService %s/%s serves %s, which is not recorded as promoted "
+                       "(rolled back or never tested): testing it again at %d%%", ns, name,
+                       spec.storage_uri, canary)  # fmt: skip
+        self._patch(ns, name, {"spec": {"predictor": {"canaryTrafficPercent": canary}}})
+
+        def done(obj: dict) -> bool:
+            p = predictor_status(obj)
+            latest = p.get("latestCreatedRevision")
+            rolled = p.get("latestRolledoutRevision")
+            want = canary if rolled and rolled != latest else 100
+            return bool(latest and p.get("latestReadyRevision") == latest and ready(obj)
+                        and traffic_percent(obj, latest) == want)  # fmt: skip
+
+        what = f"InferenceService {ns}/{name}: the latest revision at {canary}% again"
+        refused = "re-test failed, rolled back"
+        return self._canary(spec, current, check, on_promote, "retested", refused,
+                            lambda: self._wait(ns, name, what, done))  # fmt: skip
+
+    def _endpoint(self, spec: ServiceSpec, obj: dict, tag: str | None = None,
+                  revision: str | None = None) -> Endpoint:  # fmt: skip
+        return endpoint(obj, spec.namespace, spec.name, spec.address, tag, revision,
+                        spec.gateway_url, spec.tag_template)  # fmt: skip
 
     def _wait_new_revision(self, ns: str, name: str, before: str | None) -> dict:
         """A revision newer than ``before`` exists, is the latest ready one, Ready=True."""
@@ -299,12 +425,14 @@ class Rollout:
         return self._wait(ns, name, f"InferenceService {ns}/{name}: a new ready revision",
                           done, failed)  # fmt: skip
 
-    def _check(self, check: Callable[[str], Any], url: str, revision: str) -> None:
+    def _check(self, check: Check, where: Endpoint, revision: str) -> None:
         try:
-            result = check(url)
+            result = check(where.url) if where.host is None else check(where.url, host=where.host)
         except PlatformError as e:
-            raise PlatformError(f"revision {revision} at {url}: {e}") from e
-        logger.info("revision %s answered the held-out reviews at %s: %s", revision, url, result)
+            via = f" (Host: {where.host})" if where.host else ""
+            raise PlatformError(f"revision {revision} at {where.url}{via}: {e}") from e
+        logger.info("revision %s answered the held-out reviews at %s: %s", revision, where.url,
+                    result)  # fmt: skip
 
     def _promote(self, spec, obj, on_promote, action) -> RolloutResult:  # noqa: ANN001
         ns, name = spec.namespace, spec.name
@@ -316,6 +444,8 @@ class Rollout:
             lambda o: traffic_percent(o, revision) == 100
             and predictor_status(o).get("latestRolledoutRevision") == revision and ready(o),
         )  # fmt: skip
+        if action != "unchanged":
+            self._promoted(spec, obj, revision)
         if on_promote:
             on_promote()
         return RolloutResult(action, obj["status"].get("url", ""), revision)
@@ -333,6 +463,11 @@ class Rollout:
         ns, name = spec.namespace, spec.name
         body = build_inference_service(spec)
         previous = current["spec"]["predictor"]["model"]["storageUri"] if current else None
+        previous_version = (((current or {}).get("metadata") or {}).get("annotations")
+                            or {}).get(VERSION_ANNOTATION, "")  # fmt: skip
+        # Every run tests what serves (the Deployment rolls only when the template changed): an
+        # unchanged model after a failed create is tested like a new one, never promoted as is.
+        unchanged = previous == spec.storage_uri
         if current is None:
             self.api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
         else:
@@ -341,18 +476,23 @@ class Rollout:
         try:
             self._wait_deployment(ns, f"{name}-predictor", spec.storage_uri)
             obj = self._wait(ns, name, f"InferenceService {ns}/{name} Ready", ready)
-            url = obj["status"].get("url", "")
-            self._check(check, url, f"{name}-predictor")
+            self._check(check, self._endpoint(spec, obj), f"{name}-predictor")
         except PlatformError as e:
-            if previous is None or previous == spec.storage_uri:
+            self._rejected(spec, current or self._get(ns, name), str(e))
+            if previous is None or unchanged:
                 raise
-            logger.warning("rolling back %s/%s to %s", ns, name, previous)
-            self._patch(ns, name, {"spec": {"predictor": {"model": {"storageUri": previous}}}})
+            logger.warning("rolling back %s/%s to %s (version %s)", ns, name, previous,
+                           previous_version or "unknown")  # fmt: skip
+            # the previous model and its version annotation, as one change (one rollout)
+            self._patch(ns, name, {
+                "metadata": {"annotations": {VERSION_ANNOTATION: previous_version}},
+                "spec": {"predictor": {"model": {"storageUri": previous}}}})  # fmt: skip
             raise PlatformError(f"rolled back to {previous}: {e}") from e
+        self._promoted(spec, obj, f"{name}-predictor")
         if on_promote:
             on_promote()
-        return RolloutResult("created" if current is None else "promoted", url,
-                             f"{name}-predictor")  # fmt: skip
+        action = "created" if current is None else ("retested" if unchanged else "promoted")
+        return RolloutResult(action, obj["status"].get("url", ""), f"{name}-predictor")
 
     def _wait_deployment(self, ns: str, name: str, storage_uri: str) -> None:
         """``kubectl rollout status``: the Deployment serving ``storage_uri`` is rolled out."""

@@ -217,7 +217,8 @@ def test_rollout_creates_canaries_promotes_and_rolls_back(apiserver, pipeline_ap
         assert deploy("1").revision == f"{name}-predictor-00001"
         result = deploy("2")
         assert (result.action, result.revision) == ("promoted", f"{name}-predictor-00002")
-        assert checked[-1] == ("2", f"http://latest-{name}-predictor.{NAMESPACE}.example.com")
+        # Knative's cluster-local tag Service, not the external domain
+        assert checked[-1] == ("2", f"http://latest-{name}-predictor.{NAMESPACE}.svc.cluster.local")
         obj = kserve.ctl.get(name)
         assert "canaryTrafficPercent" not in obj["spec"]["predictor"]
         assert obj["status"]["components"]["predictor"]["latestRolledoutRevision"] == (
