@@ -13,7 +13,13 @@ from components.evaluate.component import evaluate
 from components.evaluate.gate import GateConfig
 from components.ingest.component import ingest
 from components.ingest.config import IngestConfig
-from components.train.component import fixed_learning_rate, lr_trial, pick_learning_rate, train
+from components.train.component import (
+    fixed_learning_rate,
+    lr_trial,
+    pick_learning_rate,
+    train,
+    train_placement,
+)
 from components.validate.component import validate
 
 PIPELINE_NAME = "review-classifier"
@@ -38,6 +44,10 @@ def _train_resources(task: dsl.PipelineTask, gpus_per_node: int) -> dsl.Pipeline
     task.set_cpu_limit("8").set_memory_limit("64G")
     kubernetes.add_node_selector(task, "nvidia.com/gpu.present", "true")
     kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    return _shm_and_env(task)
+
+
+def _shm_and_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
     # NCCL and DataLoader workers need more shared memory than a pod's default 64 MiB.
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                size_limit="16Gi")  # fmt: skip
@@ -155,7 +165,17 @@ def review_classifier(
     # either way the pods resume from the run's last S3 checkpoint (checkpoint_every steps).
     train_task.set_retry(num_retries=2, backoff_duration="30s")
     train_task.set_display_name("train (torchrun, DDP)").set_caching_options(False)
-    _train_resources(train_task, gpus_per_node)
+    # One task either way, so its outputs feed evaluate and deploy directly; its pod's GPUs,
+    # node and size come from the placement step at run time (components/train/placement.py):
+    # with num_nodes > 1 it is a CPU-only launcher of the TrainJob, whose pods hold the GPUs.
+    placement = train_placement(num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+    placement.set_display_name("train placement").set_caching_options(False)
+    p = placement.outputs
+    train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(p["gpus"])
+    train_task.set_cpu_limit(p["cpu"]).set_memory_limit(p["memory"])
+    kubernetes.add_node_selector_json(train_task, p["node_selector"])
+    kubernetes.add_toleration_json(train_task, p["tolerations"])
+    _shm_and_env(train_task)
 
     eval_task = evaluate(
         model=train_task.outputs["model"], train_data=ingest_task.outputs["train"],

@@ -140,3 +140,18 @@ def pick_learning_rate(trials: list) -> float:
 def fixed_learning_rate(learning_rate: float) -> float:
     """The configured learning rate, when no search runs (the other branch of the search)."""
     return learning_rate
+
+
+@dsl.component(base_image=image("train"), install_kfp_package=False)
+def train_placement(num_nodes: int, gpus_per_node: int) -> NamedTuple(
+    "Placement", [("gpus", int), ("cpu", str), ("memory", str), ("node_selector", dict),
+                  ("tolerations", list)]
+):  # fmt: skip
+    """The train step's pod: GPUs and a GPU node for torchrun here, none for a job launcher."""
+    from collections import namedtuple
+
+    from components.train.placement import train_placement as placement
+
+    p = placement(num_nodes, gpus_per_node)
+    outputs = namedtuple("Placement", ["gpus", "cpu", "memory", "node_selector", "tolerations"])
+    return outputs(p["gpus"], p["cpu"], p["memory"], p["node_selector"], p["tolerations"])

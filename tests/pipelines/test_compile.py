@@ -79,8 +79,8 @@ def test_pipeline_shape():
     assert train_container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert executors["exec-ingest"]["container"]["image"] == "ghcr.io/review-classifier/spark:0.1.0"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
-    assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
-    assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # GPU node placement comes from the train-placement step (test below)
+    assert "train-placement" in tasks and "train-placement" in tasks["train"]["dependentTasks"]
     assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     assert k8s["configMapAsEnv"][0]["configMapName"] == "review-classifier-env"
 
@@ -126,3 +126,43 @@ def test_the_namespace_settings_reach_the_deploy_and_train_steps():
     ):
         (env,) = executors[executor]["configMapAsEnv"]
         assert {"configMapKey": key, "envVar": key} in env["keyToEnv"], executor
+
+
+def _train_pod(num_nodes: int, gpus_per_node: int) -> dict:
+    """The train step's pod resources and placement as KFP's driver resolves them for a run."""
+    from components.train.component import train_placement
+
+    spec, platform = list(yaml.safe_load_all(GOLDEN.read_text()))[:2]
+    task = spec["root"]["dag"]["tasks"]["train"]
+    placement = train_placement.python_func(num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+
+    def resolve(value):  # {{$.inputs.parameters['pipelinechannel--train-placement-<key>']}}
+        name = value.split("'")[1]
+        source = task["inputs"]["parameters"][name]["taskOutputParameter"]
+        assert source["producerTask"] == "train-placement", name
+        return getattr(placement, source["outputParameterKey"])
+
+    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    selector = k8s["nodeSelector"]["nodeSelectorJson"]["taskOutputParameter"]
+    (toleration,) = k8s["tolerations"]
+    tolerations = toleration["tolerationJson"]["taskOutputParameter"]
+    assert selector["producerTask"] == tolerations["producerTask"] == "train-placement"
+    return {
+        "gpus": int(resolve(resources["accelerator"]["resourceCount"])),
+        "cpu": resolve(resources["resourceCpuLimit"]),
+        "memory": resolve(resources["resourceMemoryLimit"]),
+        "node_selector": getattr(placement, selector["outputParameterKey"]),
+        "tolerations": getattr(placement, tolerations["outputParameterKey"]),
+    }
+
+
+def test_the_multi_node_train_launcher_requests_no_gpu():
+    """A 2-node TrainJob needs 2 GPU pods; the launcher step that creates it holds none."""
+    launcher = _train_pod(num_nodes=2, gpus_per_node=4)
+    assert launcher["gpus"] == 0
+    assert launcher["node_selector"] == {} and launcher["tolerations"] == []
+    assert (launcher["cpu"], launcher["memory"]) == ("1", "2G")
+    single = _train_pod(num_nodes=1, gpus_per_node=4)
+    assert single["gpus"] == 4 and single["node_selector"] == {"nvidia.com/gpu.present": "true"}
+    assert single["tolerations"][0]["key"] == "nvidia.com/gpu"

@@ -160,3 +160,16 @@ def test_learning_rate_search_picks_the_best_trial_with_safe_run_ids():
     assert pick_best(trials)["learning_rate"] == 3e-5  # a tie goes to the smaller rate
     with pytest.raises(InvalidInput, match="no learning-rate trial produced a score"):
         pick_best([{"learning_rate": 1e-4, "score": None}])
+
+
+def test_train_placement_gives_a_launcher_no_gpu_and_torchrun_its_gpus():
+    from components.common.errors import ConfigurationError
+    from components.train.placement import train_placement
+
+    launcher = train_placement(num_nodes=2, gpus_per_node=8)
+    assert launcher["gpus"] == 0 and launcher["node_selector"] == {} and not launcher["tolerations"]
+    here = train_placement(num_nodes=1, gpus_per_node=8)
+    assert here["gpus"] == 8 and here["node_selector"] == {"nvidia.com/gpu.present": "true"}
+    assert train_placement(num_nodes=1, gpus_per_node=0)["tolerations"] == []
+    with pytest.raises(ConfigurationError, match="num_nodes 0 must be >= 1"):
+        train_placement(num_nodes=0, gpus_per_node=1)
