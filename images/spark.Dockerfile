@@ -33,10 +33,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jdk-
 RUN python -m components.ingest.udfs /opt/review-classifier-udfs.jar
 
 FROM ${PYTHON_IMAGE}
-# Debian packages follow the base image's (digest-pinned) bookworm release; see .hadolint.yaml.
-# hadolint ignore=DL3008
 # JAVA_HOME is the same path on every architecture (the JRE's directory is
 # java-17-openjdk-amd64 or -arm64, Graviton): a link made here from the installed java.
+# Debian packages follow the base image's (digest-pinned) bookworm release; see .hadolint.yaml.
+# hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/* \
     && ln -s "$(dirname "$(dirname "$(readlink -f /usr/bin/java)")")" /usr/lib/jvm/java-17
