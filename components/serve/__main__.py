@@ -6,10 +6,10 @@ import sys
 
 from kserve import ModelServer, model_server
 
-from components.common.errors import ModelLoadError
+from components.common.errors import ConfigurationError, ModelLoadError
 from components.common.inference import PRECISIONS
 from components.common.logs import configure_logging
-from components.serve import disconnect
+from components.serve import disconnect, drain
 from components.serve.backends import BACKENDS
 from components.serve.model import ReviewClassifierModel
 from components.serve.payload_logger import PayloadLogger, served_version
@@ -49,6 +49,13 @@ parser.add_argument("--max_chars", type=int, default=20_000, help="characters pe
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: best available)")
 parser.add_argument("--logger_url", default="",
                     help="capture sink URL: each inference goes there as CloudEvents")  # fmt: skip
+parser.add_argument(
+    "--drain_seconds",
+    type=float,
+    default=None,
+    help="on SIGTERM, answer what was sent and close connections for at most "
+    f"this long (default: ${drain.DRAIN_ENV}, else {drain.DEFAULT_DRAIN_S:g})",
+)
 parser.add_argument("--model_version", default="",
                     help="registered version served (default: from served_from.json)")  # fmt: skip
 
@@ -56,6 +63,14 @@ parser.add_argument("--model_version", default="",
 def main() -> int:
     args, _ = parser.parse_known_args()
     configure_logging()
+    try:
+        if args.drain_seconds is None:
+            args.drain_seconds = drain.drain_seconds()
+        elif args.drain_seconds <= 0:
+            raise ConfigurationError(f"--drain_seconds {args.drain_seconds:g} must be > 0")
+    except ConfigurationError as e:
+        logging.getLogger(__name__).error("%s", e)
+        return 2
     payload_logger = None
     if args.logger_url:
         version = args.model_version or served_version(args.model_dir)
@@ -71,8 +86,11 @@ def main() -> int:
         logging.getLogger(__name__).error("%s", e)
         return 1
     disconnect.install(model_server.app)
-    ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers,
-                 enable_grpc=args.enable_grpc).start([model])  # fmt: skip
+    server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers,
+                         enable_grpc=args.enable_grpc)  # fmt: skip
+    # on SIGTERM: finish what was sent, close keep-alive connections cleanly, then exit
+    drain.install(model_server.app, server, args.drain_seconds)
+    server.start([model])
     return 0
 
 

@@ -23,6 +23,7 @@ from components.common.processes import (
     wait_healthy,
 )
 from tests.k8s.conftest import helm_template
+from tests.models import tiny_model
 
 
 @contextlib.contextmanager
@@ -87,32 +88,13 @@ def test_mlflow_server_accepts_its_service_names_and_refuses_other_hosts(tmp_pat
         assert _get(port, "attacker.example.com", "/health") == (200, "OK")  # probes always
 
 
-def _tiny_model(path: Path) -> None:
-    """A random small BERT with a WordPiece tokenizer, saved like the train step saves it."""
-    import json
-
-    from components.common.inference import LABEL_MAP_FILE
-    from components.common.schema import label_map_for
-    from components.train.data import train_wordpiece
-    from components.train.model import build_small_bert
-
-    texts = ["great card works fine", "never arrived, waste of money", "okay gift for a friend"]
-    tokenizer = train_wordpiece(texts * 20, 200, 64)
-    label_map = label_map_for("star_rating")
-    model = build_small_bert(len(tokenizer), 1, 32, 2, label_map,
-                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    (path / LABEL_MAP_FILE).write_text(json.dumps({**label_map.to_dict(), "max_seq_length": 64}))
-
-
 def test_predictor_runs_with_the_runtime_arguments_and_passes_the_helm_test(tmp_path):
     objs = {d["kind"]: d for d in helm_template("charts/review-classifier",
                                                 "charts/review-classifier/ci/eks-values.yaml")}  # fmt: skip
     runtime, test_pod = objs["ServingRuntime"], objs["Pod"]
     name = objs["InferenceService"]["metadata"]["name"]
     model_dir = tmp_path / "mnt-models"
-    _tiny_model(model_dir)
+    tiny_model(model_dir)
     port = free_port()
     # The runtime's container, as KServe fills it in: {{.Name}} is the InferenceService's name
     # and the storage initializer has put the model at /mnt/models.

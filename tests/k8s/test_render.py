@@ -358,3 +358,42 @@ def test_spark_executors_reach_a_driver_in_kubeflow_or_a_profile_namespace(rende
     other = {"kubernetes.io/metadata.name": "default"}
     assert not any(_admits(r["from"], other, driver) for r in policy["spec"]["ingress"])
     assert not any(_admits(r["to"], other, driver) for r in policy["spec"]["egress"])
+
+
+def _chart_isvc(*sets: str) -> dict:
+    extra = [a for s in ("storageUri=s3://b/models/m", *sets) for a in ("--set", s)]
+    objs = helm_template("charts/review-classifier", None, "rc", *extra)
+    (isvc,) = [d for d in objs if d["kind"] == "InferenceService"]
+    return isvc
+
+
+def test_chart_raw_deployment_scales_with_an_hpa_metric_and_drains_on_shutdown():
+    raw = _chart_isvc("deploymentMode=RawDeployment", "shutdown.preStopSeconds=12")
+    p = raw["spec"]["predictor"]
+    assert (p["scaleMetric"], p["scaleTarget"]) == ("cpu", 80)  # not Knative's concurrency
+    command = p["model"]["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "python" and "time.sleep(12)" in command[-1]
+    drain = {e["name"]: e["value"] for e in p["model"]["env"]}["REVIEW_CLASSIFIER_DRAIN_SECONDS"]
+    assert p["terminationGracePeriodSeconds"] > 12 + int(drain)
+    knative = _chart_isvc()["spec"]["predictor"]
+    assert (knative["scaleMetric"], knative["scaleTarget"]) == ("concurrency", 32)
+    assert "lifecycle" not in knative["model"] and "terminationGracePeriodSeconds" not in knative
+    # the chart and the deploy step build the same Raw predictor
+    from components.deploy.inferenceservice import ServiceSpec, build_inference_service
+
+    built = build_inference_service(ServiceSpec(name="rc", storage_uri="s3://b/models/m",
+                                                mode="RawDeployment", prestop_seconds=12))  # fmt: skip
+    bp = built["spec"]["predictor"]
+    assert bp["terminationGracePeriodSeconds"] == p["terminationGracePeriodSeconds"]
+    assert (
+        bp["model"]["lifecycle"] == p["model"]["lifecycle"]
+        and bp["model"]["env"] == p["model"]["env"]
+    )
+
+
+def test_chart_refuses_a_knative_metric_in_raw_deployment():
+    proc = run(tool("helm"), "template", "rc", "charts/review-classifier", "--set",
+               "storageUri=s3://b/m", "--set", "deploymentMode=RawDeployment", "--set",
+               "autoscaling.metric=concurrency", check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert "autoscaling.metric concurrency is a Knative metric" in proc.stderr

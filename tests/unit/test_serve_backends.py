@@ -182,3 +182,22 @@ def test_the_predictor_cleans_text_as_ingest_did_before_tokenizing():
     model._tokenize(raw)
     assert model.backend.seen == ['Great "value" Works fine', "plain"]
     assert model.backend.seen == [clean_text(t) for t in raw]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, 20.0), ({"REVIEW_CLASSIFIER_DRAIN_SECONDS": "7.5"}, 7.5),
+     ({"REVIEW_CLASSIFIER_DRAIN_SECONDS": "soon"}, "is not a number of seconds"),
+     ({"REVIEW_CLASSIFIER_DRAIN_SECONDS": "0"}, "must be > 0 seconds")],
+)  # fmt: skip
+def test_drain_seconds_come_from_the_environment_the_inference_service_sets(env, expected):
+    from components.common.errors import ConfigurationError
+    from components.deploy.inferenceservice import DRAIN_ENV as SET_BY_DEPLOY
+    from components.serve.drain import DRAIN_ENV, drain_seconds
+
+    assert DRAIN_ENV == SET_BY_DEPLOY
+    if isinstance(expected, float):
+        assert drain_seconds(env) == expected
+    else:
+        with pytest.raises(ConfigurationError, match=expected):
+            drain_seconds(env)
