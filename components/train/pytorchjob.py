@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 
-from components.train.cluster import TORCHRUN, ClusterSpec, load_template, terminal_condition
+from components.train.jobspec import TORCHRUN, ClusterSpec, load_template, terminal_condition
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
 CONTAINER = "pytorch"

@@ -13,7 +13,7 @@ Facts this follows, from kubeflow/trainer v2.3.0 (commit 658725bd):
 from __future__ import annotations
 
 from components.common.settings import PLATFORM_ENV_KEYS
-from components.train.cluster import TORCHRUN, ClusterSpec, load_template, terminal_condition
+from components.train.jobspec import TORCHRUN, ClusterSpec, load_template, terminal_condition
 
 GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
 RUNTIME = "torch-distributed"
