@@ -6,22 +6,18 @@ import contextlib
 import json
 import logging
 import os
-import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from components.common.inference import LABEL_MAP_FILE
-from components.common.metrics import metrics_from_confusion
-from components.common.schema import LabelMap, label_map_for
+from components.common.schema import LabelMap
 from components.common.storage import S3Storage, is_s3_uri
 from components.train import distributed as du
 from components.train.checkpoint import CheckpointStore
@@ -30,97 +26,26 @@ from components.train.data import (
     PadCollator,
     ShardedSampler,
     TokenizedDataset,
-    eval_shard,
     fetch_dir,
     read_split,
     train_wordpiece,
 )
+from components.train.evaluation import evaluate as evaluate_split
+from components.train.labels import class_weights, load_label_map
 from components.train.model import build_small_bert, load_pretrained
+from components.train.precision import autocast as autocast_for
+from components.train.precision import resolve_precision
 from components.train.pretrained import is_scratch, resolve_pretrained
+from components.train.resume import (
+    TrainState,
+    loader_generator,
+    restore_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    unwrap,
+)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainState:
-    """What a checkpoint restores besides the weights and optimizer."""
-
-    step: int = 0
-    epoch: int = 0
-    batches_done_in_epoch: int = 0
-    best_score: float = -1.0  # of the selection metric
-    best_step: int = -1
-    evals_without_improvement: int = 0
-    mlflow_run_id: str | None = None
-    history: list[dict] = field(default_factory=list)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    if requested != "auto":
-        if requested in ("bf16", "fp16") and device.type != "cuda":
-            logger.warning("%s requested on CPU; training in fp32", requested)
-            return "fp32"
-        return requested
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def load_label_map(data_dir: Path) -> LabelMap:
-    """The label map the ingest step wrote (stats.json), never a hard-coded one."""
-    stats = data_dir / "stats.json"
-    if stats.exists():
-        return LabelMap.from_dict(json.loads(stats.read_text())["label_map"])
-    logger.warning("%s not found; assuming 5 star-rating classes", stats)
-    return label_map_for("star_rating")
-
-
-def _rng_state() -> dict:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def class_weights(labels: np.ndarray, num_labels: int, mode: str = "balanced") -> np.ndarray:
-    """Per-class loss weights whose row-weighted mean is 1; 0 for classes with no rows.
-
-    ``balanced``: ``rows / (classes x class rows)`` (sklearn's), every class weighs the same in
-    total. ``sqrt``: proportional to ``1 / sqrt(class rows)``, halfway (on a log scale) between
-    no weighting and ``balanced``: rare stars count more without giving up the common ones.
-    """
-    counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_labels).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(num_labels)
-    if mode == "sqrt":
-        weights[present] = counts.sum() / (np.sqrt(counts[present]) * np.sqrt(counts).sum())
-    else:
-        weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights
-
-
-def _gather_objects(obj: Any, ctx: du.DistContext) -> list[Any]:
-    if not ctx.distributed:
-        return [obj]
-    out: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def _steady() -> dict:
@@ -203,7 +128,7 @@ class Trainer:
         loader = DataLoader(
             dataset, batch_size=micro_batch, sampler=sampler, drop_last=True,
             collate_fn=self.collate, num_workers=self.cfg.num_workers,
-            pin_memory=self.ctx.device.type == "cuda", generator=_loader_generator(self.cfg.seed),
+            pin_memory=self.ctx.device.type == "cuda", generator=loader_generator(self.cfg.seed),
         )  # fmt: skip
         return loader, sampler
 
@@ -226,82 +151,26 @@ class Trainer:
         warmup = int(total_steps * self.cfg.warmup_ratio)
         return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
-    # ---- evaluation ---------------------------------------------------------------------
-    @torch.no_grad()
+    # ---- evaluation and checkpoints (components/train/evaluation.py, resume.py) ----------
     def evaluate(self, model: torch.nn.Module, dataset: TokenizedDataset, batch: int) -> dict:
         """Loss, accuracy and macro-F1 on ``dataset``, reduced over every rank."""
-        model.eval()
-        shard = Subset(dataset, eval_shard(len(dataset), self.ctx.rank, self.ctx.world_size))
-        loader = DataLoader(shard, batch_size=batch, collate_fn=self.collate,
-                            generator=_loader_generator(self.cfg.seed))  # fmt: skip
-        n = self.num_labels
-        cm = torch.zeros((n, n), dtype=torch.float64)
-        loss_sum = torch.zeros(1, dtype=torch.float64)
-        for inputs in loader:
-            inputs = {k: v.to(self.ctx.device, non_blocking=True) for k, v in inputs.items()}
-            with self.autocast():
-                out = model(**inputs)
-            loss_sum += float(out.loss) * len(inputs["labels"])
-            preds = out.logits.argmax(-1).cpu()
-            cm.index_put_((inputs["labels"].cpu(), preds), torch.ones(len(preds), dtype=cm.dtype),
-                          accumulate=True)  # fmt: skip
-        cm = du.all_reduce_sum(cm.to(self.ctx.device), self.ctx).cpu()
-        loss_sum = du.all_reduce_sum(loss_sum.to(self.ctx.device), self.ctx).cpu()
-        model.train()
-        metrics = metrics_from_confusion(cm.numpy())
-        return {
-            "val_loss": float(loss_sum.item() / max(1, cm.sum().item())),
-            "val_accuracy": metrics["accuracy"],
-            "val_macro_f1": metrics["macro_f1"],
-        }
+        return evaluate_split(model, dataset, batch, self.ctx, self.collate, self.num_labels,
+                              self.precision, self.cfg.seed)  # fmt: skip
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.ctx.device.type, dtype=dtype)
+        return autocast_for(self.precision, self.ctx.device)
 
-    # ---- checkpoints --------------------------------------------------------------------
-    def _checkpoint(self, model, optimizer, scheduler, scaler) -> None:
-        rng = _gather_objects(_rng_state(), self.ctx)
-        if self.ctx.is_main:
-            state = {
-                "model": _unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler else None,
-                "rng": rng,
-                "train_state": asdict(self.state),
-                # Early stopping's best weights: a resumed run must save the same final model.
-                # None when they are the current weights (no second copy of the model).
-                "best_weights": None
-                if self.state.best_step == self.state.step
-                else self.best_weights,
-                "config": asdict(self.cfg),
-                "world_size": self.ctx.world_size,
-            }
-            self.store.save(self.state.step, state)
-        du.barrier(self.ctx)
+    def _checkpoint(self, model, optimizer, scheduler, scaler) -> None:  # noqa: ANN001
+        save_checkpoint(self.store, self.ctx, self.cfg, self.state, self.best_weights, model,
+                        optimizer, scheduler, scaler)  # fmt: skip
 
-    def _resume(self, model, optimizer, scheduler, scaler) -> int | None:
-        step = self.store.latest()
-        if step is None:
+    def _resume(self, model, optimizer, scheduler, scaler) -> int | None:  # noqa: ANN001
+        restored = restore_checkpoint(self.store, self.ctx, model, optimizer, scheduler, scaler)
+        if restored is None:
             return None
-        state = self.store.load(step)
-        _unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        self.state = TrainState(**state["train_state"])
-        if self.ctx.is_main and self.state.best_step >= 0:
-            best = state.get("best_weights")
-            self.best_weights = best if best is not None else {
-                k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()
-            }  # fmt: skip
-        if state.get("world_size") == self.ctx.world_size:
-            _set_rng_state(state["rng"][self.ctx.rank])
-        logger.info("resumed from checkpoint step %d (epoch %d)", step, self.state.epoch)
+        step, self.state, best_weights = restored
+        if best_weights is not None:
+            self.best_weights = best_weights
         return step
 
     # ---- MLflow -------------------------------------------------------------------------
@@ -547,7 +416,7 @@ class Trainer:
             st.evals_without_improvement = 0
             if self.ctx.is_main:
                 self.best_weights = {k: v.detach().cpu().clone()
-                                     for k, v in _unwrap(model).state_dict().items()}  # fmt: skip
+                                     for k, v in unwrap(model).state_dict().items()}  # fmt: skip
         else:
             st.evals_without_improvement += 1
         patience = cfg.early_stopping_patience
@@ -562,7 +431,7 @@ class Trainer:
         remote = is_s3_uri(self.cfg.output_dir)
         out = self.work / "output" if remote else Path(self.cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        final = _unwrap(model)
+        final = unwrap(model)
         best = self.best_weights
         if best is not None:
             final.load_state_dict(best)  # early stopping keeps the best evaluation's weights
@@ -589,15 +458,6 @@ class Trainer:
                     storage.upload_file(path, f"{prefix}/{path.relative_to(out).as_posix()}")
             storage.upload_file(out / "results.json", f"{prefix}/results.json")
             logger.info("final model and results.json uploaded to %s", prefix)
-
-
-def _loader_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    model = model.module if isinstance(model, DDP) else model
-    return getattr(model, "_orig_mod", model)
 
 
 def run_training(config: TrainConfig) -> dict:

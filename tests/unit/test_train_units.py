@@ -113,7 +113,7 @@ def test_balanced_class_weights_and_weighted_loss():
     import numpy as np
     import torch
 
-    from components.train.trainer import class_weights
+    from components.train.labels import class_weights
 
     weights = class_weights(np.array([0, 0, 0, 0, 1, 2, 2, 2]), 4)
     # rows / (present classes x class rows); an absent class gets 0
