@@ -17,6 +17,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from components.common.errors import ConfigurationError, ModelLoadError
+from components.common.errors import InvalidInput as PlatformInvalidInput
 from components.common.inference import Classifier, Prediction
 from components.common.storage import S3Storage, is_s3_uri
 from components.common.text import clean_text
@@ -251,7 +252,10 @@ class ReviewClassifierModel(Model):
         if len(texts) > cfg.limits.max_instances:
             raise InvalidInput(f'"instances" has {len(texts)} items; an explain request takes '
                                f"at most {cfg.limits.max_instances}")  # fmt: skip
-        options = explain_options(payload.get("parameters"), self.labels, cfg.limits)
+        try:
+            options = explain_options(payload.get("parameters"), self.labels, cfg.limits)
+        except PlatformInvalidInput as e:  # KServe answers 400 for its own InvalidInput only
+            raise InvalidInput(str(e)) from e
         if self._explaining >= cfg.max_concurrent:
             raise Overloaded(self._explaining, cfg.max_concurrent, self.batcher.retry_after(),
                              "explanations")  # fmt: skip
