@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
+from prometheus_client import Gauge
 
 from components.common.errors import ConfigurationError, ModelLoadError
 from components.common.errors import InvalidInput as PlatformInvalidInput
@@ -39,6 +40,12 @@ from components.serve.payload_logger import PayloadLogger, request_id
 from components.serve.payloads import V2_INPUT, Limits, texts_from_v1, texts_from_v2, v1_body
 
 logger = logging.getLogger(__name__)
+
+# what `make monitor` waits for before it flushes the capture sink (pipelines/monitor.py)
+CAPTURES_PENDING = Gauge(
+    "review_classifier_captures_pending",
+    "Answered inferences not yet handed to the capture sink (waiting for top words or sending)",
+)
 
 WARMUP_TEXTS = ["Warm-up review: works as described.", "Broke after one day."]
 
@@ -112,6 +119,8 @@ class ReviewClassifierModel(Model):
         self.explained_with = ""  # the weights explanations are computed on
         self._explaining = 0  # explain requests in flight
         self._enriching: set[asyncio.Task] = set()  # captures waiting for their top words
+        if payload_logger is not None:
+            CAPTURES_PENDING.set_function(self._captures_pending)
 
     def load(self) -> bool:
         """Load, warm up with one batch, and only then report ready."""
@@ -216,6 +225,10 @@ class ReviewClassifierModel(Model):
         else:
             self.payload_logger.log(event_id, {"instances": texts}, answer)
         return answer
+
+    def _captures_pending(self) -> int:
+        backlog = getattr(self.payload_logger, "queue", None)
+        return len(self._enriching) + (backlog.unfinished_tasks if backlog is not None else 0)
 
     async def _log_with_top_words(self, event_id: str, texts: list[str], probs: np.ndarray,
                                   low: list[int], logged: dict) -> None:  # fmt: skip

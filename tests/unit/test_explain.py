@@ -156,7 +156,7 @@ class _Recorder:
         self.logged.append((event_id, request, response))
 
 
-def _predict_and_drain(small_model, capture_below: float) -> tuple[dict, _Recorder]:
+def _predict_and_drain(small_model, capture_below: float) -> tuple[dict, _Recorder, list[int]]:
     from components.serve.model import ExplainConfig, ReviewClassifierModel
 
     recorder = _Recorder()
@@ -164,24 +164,30 @@ def _predict_and_drain(small_model, capture_below: float) -> tuple[dict, _Record
                                   explain=ExplainConfig(capture_below=capture_below))  # fmt: skip
     model.load()
 
+    pending = []  # what make monitor waits for before flushing the sink: before, after
+
     async def run() -> dict:
         body = {"instances": ["Great cable.", "It broke after a day."]}
         answer = await model.predict(await model.preprocess(body), {"x-request-id": "r1"})
+        pending.append(model._captures_pending())
         await asyncio.gather(*model._enriching)
+        pending.append(model._captures_pending())
         return answer
 
-    return asyncio.run(run()), recorder
+    return asyncio.run(run()), recorder, pending
 
 
 def test_low_confidence_captures_carry_top_words_and_the_answer_does_not_wait(small_model):
     # a random 5-class model is never confident: every prediction is below 0.9
-    answer, recorder = _predict_and_drain(small_model, capture_below=0.9)
+    answer, recorder, pending = _predict_and_drain(small_model, capture_below=0.9)
     assert all("top_words" not in p for p in answer["predictions"])
+    assert pending == [1, 0]
     ((event_id, request, logged),) = recorder.logged
     assert event_id == "r1" and request == {"instances": ["Great cable.", "It broke after a day."]}
     for p, words in zip(logged["predictions"], (["Great", "cable", "."],
                                                 ["It", "broke", "after", "a", "day", "."]),
                         strict=True):  # fmt: skip
         assert p["top_words"] and set(p["top_words"]) <= set(words)
-    answer, recorder = _predict_and_drain(small_model, capture_below=0.0)
+    answer, recorder, pending = _predict_and_drain(small_model, capture_below=0.0)
     assert all("top_words" not in p for p in recorder.logged[0][2]["predictions"])
+    assert pending == [0, 0]
