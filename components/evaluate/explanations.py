@@ -19,6 +19,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from components.common.inference import Classifier  # noqa: E402
+from components.common.text import clean_text  # noqa: E402
+from components.serve.explain import IntegratedGradients, explain_texts, is_word  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,7 +34,7 @@ def top_words_per_class(explained: list[list[dict]], predicted: list[int], label
         per_review: dict[str, float] = defaultdict(float)
         for w in words:
             key = w["word"].lower()
-            if any(c.isalnum() for c in key):  # punctuation is not a word to show
+            if is_word(key):  # punctuation is not a word to show
                 per_review[key] += w["attribution"]
         for key, value in per_review.items():
             sums[cls][key].append(value)
@@ -46,10 +50,6 @@ def global_explanation(model_dir: str | Path, texts: list[str], probs: np.ndarra
                        labels: list[str], rows: int = 200, steps: int = 8,
                        seed: int = 0) -> dict:  # fmt: skip
     """Explain up to ``rows`` test reviews (a seeded sample) and aggregate per predicted class."""
-    from components.common.inference import Classifier
-    from components.common.text import clean_text
-    from components.serve.explain import IntegratedGradients, explain_texts
-
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(texts), size=min(rows, len(texts)), replace=False))
     clf = Classifier(model_dir, device="cpu", precision="fp32")
@@ -57,6 +57,7 @@ def global_explanation(model_dir: str | Path, texts: list[str], probs: np.ndarra
     predicted = [int(probs[i].argmax()) for i in picked]
     explained = explain_texts(ig, [clean_text(texts[i]) for i in picked], predicted, steps,
                               clf.max_length)  # fmt: skip
+    logger.info("global explanation: %d test reviews explained, %d steps each", len(picked), steps)
     return {"rows": len(picked), "steps": steps, "method": "integrated_gradients",
             "top_words": top_words_per_class(explained, predicted, labels)}  # fmt: skip
 

@@ -126,9 +126,18 @@ def merge_words(encoded: Encoded, token_scores: np.ndarray) -> list[dict]:
             for (a, b), v in sorted(words.items())]  # fmt: skip
 
 
+def is_word(text: str) -> bool:
+    """A word to show: at least one letter or digit (not punctuation alone)."""
+    return any(c.isalnum() for c in text)
+
+
 def top_words(words: list[dict], k: int = TOP_WORDS) -> list[str]:
-    """The ``k`` words that pushed most toward the target (positive attributions only)."""
-    ranked = sorted((w for w in words if w["attribution"] > 0), key=lambda w: -w["attribution"])
+    """The ``k`` words that pushed most toward the target (positive attributions only).
+
+    Punctuation is left out here (it stays in the attributions): a labeller reads these.
+    """
+    ranked = sorted((w for w in words if w["attribution"] > 0 and is_word(w["word"])),
+                    key=lambda w: -w["attribution"])  # fmt: skip
     return [w["word"] for w in ranked[:k]]
 
 

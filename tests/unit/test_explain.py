@@ -57,7 +57,8 @@ def test_word_pieces_merge_into_the_words_of_the_text(tokenizer):
     long = encode_words(tokenizer, "word " * 100, 16)
     assert long.truncated and len(long.input_ids) == 16
     assert top_words([{"word": "a", "attribution": -1.0}, {"word": "b", "attribution": 0.5},
-                      {"word": "c", "attribution": 2.0}]) == ["c", "b"]  # fmt: skip
+                      {"word": "c", "attribution": 2.0}, {"word": ")", "attribution": 3.0},
+                      {"word": "4G", "attribution": 0.1}]) == ["c", "b", "4G"]  # fmt: skip
 
 
 def test_attributions_add_up_to_the_probability_change(small_model):
