@@ -12,7 +12,8 @@ from components.common.logs import configure_logging
 from components.serve import disconnect
 from components.serve.backends import BACKENDS
 from components.serve.explain import ExplainLimits
-from components.serve.model import ExplainConfig, ReviewClassifierModel
+from components.serve.explainer import ExplainConfig
+from components.serve.model import ReviewClassifierModel
 from components.serve.payload_logger import PayloadLogger, served_version
 from components.serve.payloads import Limits
 

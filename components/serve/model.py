@@ -7,35 +7,21 @@ import logging
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 from prometheus_client import Gauge
 
-from components.common.errors import ConfigurationError, ModelLoadError
-from components.common.errors import InvalidInput as PlatformInvalidInput
+from components.common.errors import ModelLoadError
 from components.common.inference import Classifier, Prediction
 from components.common.storage import S3Storage, is_s3_uri
 from components.common.text import clean_text
-from components.serve.backends import Backend, TorchBackend, make_backend
+from components.serve.backends import Backend, make_backend
 from components.serve.batching import Overloaded, TokenBudgetBatcher
-from components.serve.explain import (
-    BASELINE,
-    METHOD,
-    Attribution,
-    Encoded,
-    ExplainLimits,
-    IntegratedGradients,
-    encode_words,
-    explain_options,
-    merge_words,
-    top_words,
-)
+from components.serve.explainer import ExplainConfig, Explainer, low_confidence
 from components.serve.payload_logger import PayloadLogger, request_id
 from components.serve.payloads import V2_INPUT, Limits, texts_from_v1, texts_from_v2, v1_body
 
@@ -60,25 +46,6 @@ def local_model_dir(model_dir: str) -> Path:
     target = Path(tempfile.mkdtemp(prefix="model-"))
     S3Storage().download_prefix(model_dir, target)
     return target
-
-
-@dataclass(frozen=True)
-class ExplainConfig:
-    """The predictor's ``:explain`` verb and the capture's top words."""
-
-    enabled: bool = True
-    limits: ExplainLimits = field(default_factory=ExplainLimits)
-    max_concurrent: int = 4  # explain requests in flight; beyond, 503 with Retry-After
-    chunk_tokens: int = 512  # interpolated token positions per chunk on the forward thread
-    capture_below: float = 0.7  # logged predictions below this confidence carry top words
-    capture_steps: int = 8
-    model_version: str = ""
-
-    def __post_init__(self) -> None:
-        if self.max_concurrent < 1 or self.chunk_tokens < 1 or not 0 <= self.capture_below <= 1:
-            raise ConfigurationError(
-                "explain: need max_concurrent >= 1, chunk_tokens >= 1 and capture_below in [0, 1]"
-            )
 
 
 class ReviewClassifierModel(Model):
@@ -115,9 +82,7 @@ class ReviewClassifierModel(Model):
         self._tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self.payload_logger = payload_logger  # every answered inference to the capture sink
         self.explain_config = explain or ExplainConfig()
-        self.explainer: IntegratedGradients | None = None
-        self.explained_with = ""  # the weights explanations are computed on
-        self._explaining = 0  # explain requests in flight
+        self.explainer: Explainer | None = None
         self._enriching: set[asyncio.Task] = set()  # captures waiting for their top words
         if payload_logger is not None:
             CAPTURES_PENDING.set_function(self._captures_pending)
@@ -140,30 +105,12 @@ class ReviewClassifierModel(Model):
         )  # fmt: skip
         self.batcher.warm_up(self.backend.tokenize(WARMUP_TEXTS))
         if self.explain_config.enabled:
-            self.explainer = self._make_explainer()
+            self.explainer = Explainer(self.backend, self.batcher, self.explain_config,
+                                       self._tokenize_pool)  # fmt: skip
         self.ready = True
         logger.info("model %s loaded from %s, backend %s, in %.1fs", self.name, self.model_dir,
                     self.backend.name, time.perf_counter() - start)  # fmt: skip
         return self.ready
-
-    def _make_explainer(self) -> IntegratedGradients:
-        """Integrated gradients on the served weights, or on their fp32 PyTorch twin.
-
-        The served weights when they are fp32 PyTorch; otherwise the fp32 PyTorch weights of the
-        same model directory (ONNX, int8 and bf16 variants: ONNX Runtime computes no gradients,
-        and bf16 gradients are too coarse). Every answer says which.
-        """
-        backend = self.backend
-        if isinstance(backend, TorchBackend) and backend.classifier.dtype == torch.float32:
-            model, self.explained_with = backend.model, backend.name
-        else:
-            device = getattr(backend, "device", None)
-            fp32 = Classifier(backend.classifier.model_dir, device=str(device or "cpu"),
-                              max_length=backend.max_length, precision="fp32")  # fmt: skip
-            model, self.explained_with = fp32.model, f"torch-float32-{fp32.device.type}"
-        logger.info("explanations: %s on %s (served: %s)", METHOD, self.explained_with,
-                    backend.name)  # fmt: skip
-        return IntegratedGradients(model, backend.tokenizer, self.explain_config.chunk_tokens)
 
     @property
     def classifier(self) -> Classifier:
@@ -213,8 +160,7 @@ class ReviewClassifierModel(Model):
         if self.payload_logger is None:
             return answer
         event_id = request_id(headers)
-        low = [i for i, p in enumerate(answer["predictions"])
-               if p["score"] < self.explain_config.capture_below]  # fmt: skip
+        low = low_confidence(answer["predictions"], self.explain_config.capture_below)
         if low and self.explainer is not None and len(self._enriching) < self.max_queue:
             logged = {"predictions": [dict(p) for p in answer["predictions"]]}
             task = asyncio.get_running_loop().create_task(
@@ -234,89 +180,26 @@ class ReviewClassifierModel(Model):
                                   low: list[int], logged: dict) -> None:  # fmt: skip
         try:
             for i in low:
-                encoded = await self._encode([texts[i]])
-                a = await self._attribute(
-                    encoded[0],
-                    int(probs[i].argmax()),
-                    self.explain_config.capture_steps,
-                    idle_only=True,
-                )
-                words = merge_words(encoded[0], a.token_scores)
-                logged["predictions"][i]["top_words"] = top_words(words)
+                words = await self.explainer.top_words_of(texts[i], int(probs[i].argmax()))
+                logged["predictions"][i]["top_words"] = words
         except Overloaded:
             logger.debug("capture %s logged without top words: explain queue full", event_id)
         finally:
             self.payload_logger.log(event_id, {"instances": texts}, logged)
 
-    # ---- :explain -------------------------------------------------------------------------
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict:
         """Per-word attributions toward the predicted (or a named) class, for V1 bodies.
 
         The prediction is the served variant's, through the shared queue; the attributions are
         integrated gradients computed chunk by chunk on the forward thread, behind predictions.
         """
-        cfg = self.explain_config
         if self.explainer is None:
             raise InvalidInput("explanations are switched off on this predictor (--no-explain)")
         if isinstance(payload, InferRequest) or not isinstance(payload, dict):
             raise InvalidInput('explain takes a V1 body: {"instances": [...], "parameters": '
                                '{"steps": 16, "target": "1"}}')  # fmt: skip
-        texts = payload["texts"]
-        if len(texts) > cfg.limits.max_instances:
-            raise InvalidInput(f'"instances" has {len(texts)} items; an explain request takes '
-                               f"at most {cfg.limits.max_instances}")  # fmt: skip
-        try:
-            options = explain_options(payload.get("parameters"), self.labels, cfg.limits)
-        except PlatformInvalidInput as e:  # KServe answers 400 for its own InvalidInput only
-            raise InvalidInput(str(e)) from e
-        if self._explaining >= cfg.max_concurrent:
-            raise Overloaded(self._explaining, cfg.max_concurrent, self.batcher.retry_after(),
-                             "explanations")  # fmt: skip
-        self._explaining += 1
-        try:
-            probs = await self._probabilities(texts)
-            encoded = await self._encode(texts)
-            explanations = []
-            for enc, row in zip(encoded, probs, strict=True):
-                target = (self.labels.index(options.target) if options.target
-                          else int(row.argmax()))  # fmt: skip
-                a = await self._attribute(enc, target, options.steps)
-                explanations.append(self._explanation(enc, row, a))
-        finally:
-            self._explaining -= 1
-        return {
-            "explanations": explanations, "method": METHOD, "steps": options.steps,
-            "baseline": BASELINE, "served_variant": self.backend.name,
-            "explained_with": self.explained_with,
-            "explained_on_served_variant": self.explained_with == self.backend.name,
-            "model_version": cfg.model_version or None,
-        }  # fmt: skip
-
-    async def _encode(self, texts: list[str]) -> list[Encoded]:
-        loop = asyncio.get_running_loop()
-        max_length = self.backend.max_length
-        tokenizer = self.backend.tokenizer
-        return await loop.run_in_executor(
-            self._tokenize_pool,
-            lambda: [encode_words(tokenizer, clean_text(t), max_length) for t in texts],
-        )
-
-    async def _attribute(self, encoded: Encoded, target: int, steps: int,
-                         idle_only: bool = False) -> Attribution:  # fmt: skip
-        a = self.explainer.plan(encoded.input_ids, target, steps)
-        for job in self.explainer.chunk_jobs(a):
-            await self.batcher.run_job(job, idle_only)
-        return a
-
-    def _explanation(self, encoded: Encoded, probs: np.ndarray, a: Attribution) -> dict:
-        words = merge_words(encoded, a.token_scores)
-        return {
-            **self._prediction(probs), "target": self.labels[a.target],
-            "target_probability": a.probability, "baseline_probability": a.baseline_probability,
-            "completeness_gap": a.completeness_gap, "attributions": words,
-            "top_words": top_words(words), "tokens": len(encoded.input_ids),
-            "truncated": encoded.truncated,
-        }  # fmt: skip
+        return await self.explainer.explain(payload["texts"], payload.get("parameters"),
+                                            self._probabilities, self._prediction)  # fmt: skip
 
     def _prediction(self, probs: np.ndarray) -> dict:
         """One review's V1 prediction, in numpy (no torch op on the event loop's thread)."""

@@ -158,7 +158,8 @@ class _Recorder:
 
 
 def _predict_and_drain(small_model, capture_below: float) -> tuple[dict, _Recorder, list[int]]:
-    from components.serve.model import ExplainConfig, ReviewClassifierModel
+    from components.serve.explainer import ExplainConfig
+    from components.serve.model import ReviewClassifierModel
 
     recorder = _Recorder()
     model = ReviewClassifierModel("rc", str(small_model), device="cpu", payload_logger=recorder,
