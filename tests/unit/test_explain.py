@@ -18,6 +18,7 @@ from components.serve.explain import (
     top_words,
 )
 
+pytestmark = pytest.mark.slow  # about 25 s: a small BERT trained in the module, predictors loaded
 LABELS = ["1", "2", "3", "4", "5"]
 
 
