@@ -118,6 +118,7 @@ bench: $(STAMP) ## Run every benchmark in benchmarks/ (results in benchmarks/res
 	$(PY) -m benchmarks.serve_accuracy
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.quality
+	$(PY) -m benchmarks.explain
 
 bench-%: $(STAMP) ## Run one benchmark, e.g. make bench-serve
 	$(PY) -m benchmarks.$*

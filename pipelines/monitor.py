@@ -52,12 +52,33 @@ def _local_stack(settings: Settings) -> Settings | None:
     if info is None:
         return None
     os.environ.update(info.client_env(settings))
+    for name, service in info.services.items():
+        if name.startswith("predictor-") and service.healthy():
+            _wait_for_captures(service.url.split("/v1/")[0])
     sink = info.services.get(SINK)
     if sink and sink.healthy():
         request = urllib.request.Request(f"{sink.url}/flush", b"", method="POST")
         with urllib.request.urlopen(request, timeout=120) as r:  # noqa: S310 (loopback)
             logger.info("capture sink flushed: %s", json.loads(r.read()))
     return Settings.from_env()
+
+
+def _wait_for_captures(base: str, timeout: float = 120.0) -> None:
+    """Wait until the predictor has handed every answered inference to the sink.
+
+    Its captures of low-confidence predictions wait for their top words, computed when the
+    model is idle: a flush right after the traffic would miss them.
+    """
+    deadline = time.monotonic() + timeout
+    pending = 0.0
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:  # noqa: S310 (loopback)
+            pending = sum(float(line.split()[-1]) for line in r.read().decode().splitlines()
+                          if line.startswith("review_classifier_captures_pending"))  # fmt: skip
+        if not pending:
+            return
+        time.sleep(0.2)
+    logger.warning("predictor at %s still holds %d captures after %.0f s", base, pending, timeout)
 
 
 def retrain_args(result: dict, settings: Settings, params: list[str]) -> list[str]:

@@ -94,6 +94,7 @@ def review_classifier(
     min_gain_over_baseline: float = _GATE.min_gain_over_baseline,
     baseline_test: str = _GATE.baseline_test,
     max_regression: float = _GATE.max_regression,
+    max_category_accuracy_gap: float = _GATE.max_category_accuracy_gap,
     deploy_model: bool = True,
     deploy_target: str = "cluster",
     service_name: str = "review-classifier",
@@ -184,6 +185,7 @@ def review_classifier(
         kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, min_accuracy=min_accuracy,
         gate_metric=metric, min_gain_over_baseline=min_gain_over_baseline,
         baseline_test=baseline_test, max_regression=max_regression,
+        max_category_accuracy_gap=max_category_accuracy_gap,
     )  # fmt: skip
     eval_task.set_display_name("evaluate + register").set_caching_options(False)
     eval_task.set_cpu_limit("4").set_memory_limit("16G")

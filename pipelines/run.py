@@ -416,6 +416,22 @@ def _latest(root: Path, task: str, output: str, since: float | None = None) -> P
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def _worst_category(bias: dict | None) -> str:
+    """The worst product category's accuracy gap, as the summary prints it."""
+    if not bias:
+        return "not measured"
+    worst, caveat = bias.get("worst_category"), ""
+    if worst is None:
+        worst = bias.get("worst_category_any_size")
+        caveat = f"; no category has {bias['min_rows']} test rows, so it is noisy"
+    if worst is None:
+        return "no product category in the test split"
+    return (
+        f"{worst['value']}: accuracy {worst['accuracy']:.4f}, gap {worst['accuracy_gap']:+.4f}"
+        f" vs the other test rows ({worst['rows']} rows{caveat})"
+    )
+
+
 def _summarize(console, settings, stack, steps, params, files, error, seconds, started) -> int:
     from rich.table import Table
 
@@ -459,7 +475,11 @@ def _summarize(console, settings, stack, steps, params, files, error, seconds, s
             )
         message = evaluation["gate"]["message"].removeprefix("gate ")
         console.print(f"[bold]Gate[/] {message}")
+        console.print(f"[bold]Worst category[/] {_worst_category(evaluation.get('bias'))}")
         console.print(f"[bold]Evaluation report[/] {evaluation_path}")
+        report_path = _latest(root, "evaluate", "report", since=started)
+        if report_path:
+            console.print(f"[bold]Evaluation HTML report[/] {report_path}")
         if evaluation.get("registered_version"):
             console.print(
                 f"[bold]MLflow[/] {settings.mlflow_tracking_uri} model "

@@ -58,3 +58,26 @@ def crd_schema(crds_dir: Path, filename: str, version: str) -> dict:
         if v["name"] == version:
             return v["schema"]["openAPIV3Schema"]
     raise KeyError(f"{filename} has no version {version}")
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory, bert_vocab_dir) -> Path:
+    """A small random BERT (2 layers, hidden 64) with the real bert-base-uncased vocabulary."""
+    import json
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from components.common.inference import LABEL_MAP_FILE
+    from components.common.schema import label_map_for
+    from components.train.model import build_small_bert
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("small-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(bert_vocab_dir))
+    model = build_small_bert(len(tokenizer), 2, 64, 2, label_map_for("star_rating"),
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / LABEL_MAP_FILE).write_text(json.dumps({"max_seq_length": 32}))
+    return out

@@ -25,6 +25,7 @@ def evaluate(
     min_gain_over_baseline: float,
     baseline_test: str,
     max_regression: float,
+    max_category_accuracy_gap: float,
     register: bool = True,
 ) -> NamedTuple(
     "Outputs",
@@ -36,7 +37,6 @@ def evaluate(
     The gate's figures have no defaults here: they live in ``GateConfig`` (the pipeline's
     parameters default to its fields).
     """
-    import base64
     import os
     import shutil
     import tempfile
@@ -45,7 +45,7 @@ def evaluate(
 
     from components.common.logs import configure_logging
     from components.evaluate.gate import GateConfig
-    from components.evaluate.job import EvalConfig, run_evaluation
+    from components.evaluate.job import EvalConfig, bias_figures, run_evaluation
 
     configure_logging()
     data = Path(tempfile.mkdtemp(prefix="eval-data-"))
@@ -60,7 +60,8 @@ def evaluate(
             register=register, kfp_run_id=kfp_run_id, report=evaluation.uri,
             gate=GateConfig(min_accuracy=min_accuracy, metric=gate_metric,
                             min_gain_over_baseline=min_gain_over_baseline,
-                            baseline_test=baseline_test, max_regression=max_regression),
+                            baseline_test=baseline_test, max_regression=max_regression,
+                            max_category_accuracy_gap=max_category_accuracy_gap),
         )
     )  # fmt: skip
     shutil.copy(out / "evaluation.json", evaluation.path)
@@ -79,13 +80,10 @@ def evaluate(
         metrics.log_metric(f"{diff['metric']}_diff_vs_{other}_ci_low", diff["low"])
         metrics.log_metric(f"{diff['metric']}_diff_vs_{other}_ci_high", diff["high"])
     metrics.log_metric("gate_passed", float(result["gate"]["passed"]))
-    png = base64.b64encode((out / "confusion_matrix.png").read_bytes()).decode()
-    rows = "".join(f"<li>{c['detail']}: {'pass' if c['passed'] else 'FAIL'}</li>"
-                   for c in result["gate"]["checks"])  # fmt: skip
-    Path(report.path).write_text(
-        f"<h2>{result['gate']['message']}</h2><ul>{rows}</ul>"
-        f"<img src='data:image/png;base64,{png}'/>"
-    )
+    for key, value in bias_figures(result["bias"]).items():
+        if key.startswith("worst_"):
+            metrics.log_metric(key, value)
+    shutil.copy(out / "report.html", report.path)
     evaluation.metadata.update({"gate": result["gate"]["message"]})
     outputs = namedtuple(
         "Outputs",

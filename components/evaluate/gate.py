@@ -9,7 +9,10 @@ and champion checks decide on a paired bootstrap interval of the difference on t
   be worse. For data a baseline already solves to its ceiling (the generated reviews), where no
   model can be shown better;
 - champion: fails only when the model is shown to be worse than the champion by more than
-  ``max_regression``.
+  ``max_regression``;
+- category gap (off unless ``max_category_accuracy_gap`` >= 0): the worst product category's
+  accuracy difference against the other rows (``components.evaluate.bias``), among categories
+  with at least ``min_category_rows`` test rows, must not exceed the bound.
 """
 
 from __future__ import annotations
@@ -35,8 +38,18 @@ class GateConfig:
     max_regression: float = 0.01
     confidence: float = 0.95
     resamples: int = 2000
+    max_category_accuracy_gap: float = -1.0  # below 0: not checked (a KFP parameter is no None)
+    min_category_rows: int = 30
 
     def __post_init__(self) -> None:
+        gap = self.max_category_accuracy_gap
+        if gap > 1:
+            raise ConfigurationError(f"max_category_accuracy_gap must be at most 1 (below 0: "
+                                     f"not checked), got {gap}")  # fmt: skip
+        if self.min_category_rows < 1:
+            raise ConfigurationError(
+                f"min_category_rows must be >= 1, got {self.min_category_rows}"
+            )
         if self.metric not in METRICS:
             raise ConfigurationError(f"gate metric {self.metric!r} is not one of: "
                                      f"{', '.join(METRICS)}")  # fmt: skip
@@ -111,6 +124,19 @@ def _champion_check(diff: PairedDifference, version: str, cfg: GateConfig) -> Ch
                  f"below {floor:+.4f}", [diff.low, diff.high])  # fmt: skip
 
 
+def _category_check(worst: dict | None, cfg: GateConfig) -> Check:
+    bound = cfg.max_category_accuracy_gap
+    if worst is None:
+        return Check("max_category_accuracy_gap", True, 0.0, bound,
+                     f"no product category has {cfg.min_category_rows} test rows: "
+                     "nothing to bound")  # fmt: skip
+    ok = worst["accuracy_gap"] <= bound
+    return Check("max_category_accuracy_gap", ok, worst["accuracy_gap"], bound,
+                 f"worst category {worst['value']} ({worst['rows']} rows): accuracy "
+                 f"{worst['accuracy']:.4f}, {worst['accuracy_gap']:+.4f} below the other rows "
+                 f"{'<=' if ok else '>'} {bound:.4f}")  # fmt: skip
+
+
 def decide(
     y_true: np.ndarray,
     predictions: dict[str, np.ndarray],
@@ -118,11 +144,13 @@ def decide(
     cfg: GateConfig,
     champion_version: str = "",
     report: str = "",
+    worst_category: dict | None = None,
 ) -> Decision:
     """Every condition with the figures it compared; all must hold.
 
     ``predictions`` holds predicted class ids on the same rows for ``model`` and ``baseline``,
-    and for ``champion`` when there is one.
+    and for ``champion`` when there is one; ``worst_category`` is
+    :func:`components.evaluate.bias.worst_gap` of the product categories.
     """
     ours = np.asarray(predictions["model"])
     accuracy = float((ours == np.asarray(y_true)).mean())
@@ -134,4 +162,6 @@ def decide(
     if predictions.get("champion") is not None:
         comparisons["champion"] = compare("champion")
         checks.append(_champion_check(comparisons["champion"], champion_version, cfg))
+    if cfg.max_category_accuracy_gap >= 0:
+        checks.append(_category_check(worst_category, cfg))
     return Decision(all(c.passed for c in checks), checks, comparisons, report)

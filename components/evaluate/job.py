@@ -25,9 +25,12 @@ from components.common.inference import Classifier
 from components.common.schema import LabelMap
 from components.common.settings import Settings
 from components.evaluate import baseline, behaviour
+from components.evaluate.bias import post_training_bias
+from components.evaluate.explanations import global_explanation, plot_top_words
 from components.evaluate.gate import BASELINE_TESTS, GateConfig, decide
 from components.evaluate.paired import METRICS
 from components.evaluate.plots import plot_confusion
+from components.evaluate.report import report_html
 from components.evaluate.scoring import score
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,8 @@ class EvalConfig:
     behaviour_rows: int = 200
     batch_size: int = 256
     report: str = ""  # where evaluation.json is kept for the user (default: output_dir's)
+    explain_rows: int = 200  # test reviews explained for the global explanation (0: none)
+    explain_steps: int = 8
 
 
 def predict_probs(classifier: Classifier, texts: list[str], batch_size: int) -> np.ndarray:
@@ -113,12 +118,22 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
     champion = _score_champion(name, texts, y, labels, slices, cfg, settings, timings)
     if champion:
         predictions["champion"] = np.asarray(champion.pop("predictions"))
+    bias = post_training_bias(y, predictions["model"], slices, texts, labels,
+                              cfg.gate.min_category_rows)  # fmt: skip
     decision = decide(
         y, predictions, len(labels), cfg.gate,
         champion_version=champion["version"] if champion else "",
         report=cfg.report or str(out / "evaluation.json"),
+        worst_category=bias["worst_category"],
     )  # fmt: skip
     logger.info(decision.message())
+    explanation = None
+    if cfg.explain_rows > 0 and len(texts):
+        t = time.perf_counter()
+        explanation = global_explanation(cfg.model_dir, texts, probs, labels, cfg.explain_rows,
+                                         cfg.explain_steps)  # fmt: skip
+        plot_top_words(explanation["top_words"], out / "global_explanation.png")
+        timings["global_explanation"] = time.perf_counter() - t
 
     sample = texts[: cfg.behaviour_rows]
     predict = lambda batch: predict_probs(model, batch, cfg.batch_size)  # noqa: E731
@@ -137,6 +152,8 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
         "gate": {**decision.to_dict(), "config": asdict(cfg.gate), "message": decision.message()},
         "comparisons": {k: v.to_dict() for k, v in decision.comparisons.items()},
         "behaviour": checks,
+        "bias": bias,
+        "global_explanation": explanation,
         "data_version": stats.get("data_version"),
         # what a deployment must answer the same way: held-out reviews and this model's labels
         "smoke_set": smoke_set(texts, y, probs, labels),
@@ -160,6 +177,7 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
         result["registered_version"] = registry.register(cfg.model_uri, name, tags)
         result["model_storage_uri"] = registry.model_dir_uri(cfg.model_uri, settings)
     (out / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "report.html").write_text(report_html(result, out))
     _log_to_mlflow(cfg, result, out)
     return result
 
@@ -203,6 +221,7 @@ def _log_to_mlflow(cfg: EvalConfig, result: dict, out: Path) -> None:
                "baseline_accuracy": result["baseline"]["accuracy"],
                "baseline_macro_f1": result["baseline"]["macro_f1"],
                "gate_passed": float(result["gate"]["passed"])}  # fmt: skip
+    figures.update(bias_figures(result["bias"]))
     if result["champion"]:
         figures["champion_accuracy"] = result["champion"]["metrics"]["accuracy"]
         figures["champion_macro_f1"] = result["champion"]["metrics"]["macro_f1"]
@@ -214,7 +233,24 @@ def _log_to_mlflow(cfg: EvalConfig, result: dict, out: Path) -> None:
     for key, value in figures.items():
         client.log_metric(cfg.mlflow_run_id, key, value)
     client.log_artifact(cfg.mlflow_run_id, str(out / "evaluation.json"), "evaluation")
-    client.log_artifact(cfg.mlflow_run_id, str(out / "confusion_matrix.png"), "evaluation")
+    for name in ("confusion_matrix.png", "report.html", "global_explanation.png"):
+        if (out / name).exists():
+            client.log_artifact(cfg.mlflow_run_id, str(out / name), "evaluation")
+
+
+def bias_figures(bias: dict) -> dict[str, float]:
+    """The bias figures as flat metrics (MLflow, KFP): worst gaps and per-category accuracy."""
+    figures = {}
+    for key, worst in (("category", bias["worst_category"]),
+                       ("length", bias["worst_length_bucket"])):  # fmt: skip
+        if worst:
+            figures[f"worst_{key}_accuracy_gap"] = worst["accuracy_gap"]
+    for facet, prefix in (("product_category", "category"), ("review_length", "length")):
+        for value, m in bias[facet].items():
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in value)
+            figures[f"{prefix}_accuracy.{safe}"] = m["accuracy"]
+            figures[f"{prefix}_AD.{safe}"] = m["AD"]
+    return figures
 
 
 def parse_args(argv: list[str] | None) -> EvalConfig:
@@ -243,14 +279,27 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
                    help="allowed drop versus the champion")  # fmt: skip
     p.add_argument("--confidence", type=float, default=d.confidence,
                    help="confidence level of the paired bootstrap intervals")  # fmt: skip
+    p.add_argument("--max-category-accuracy-gap", type=float, default=d.max_category_accuracy_gap,
+                   help="fail when the worst product category's accuracy is more than this "
+                   "below the other rows (below 0, the default: not checked)")  # fmt: skip
+    p.add_argument("--min-category-rows", type=int, default=d.min_category_rows,
+                   help="test rows a category needs to count as the worst one")  # fmt: skip
+    e = EvalConfig("", "", "")
+    p.add_argument("--explain-rows", type=int, default=e.explain_rows,
+                   help="test reviews explained for the global explanation (0: none)")  # fmt: skip
+    p.add_argument("--explain-steps", type=int, default=e.explain_steps,
+                   help="integrated-gradients steps per explained review")  # fmt: skip
     p.add_argument("--kfp-run-id", default="local", help="pipeline run id for lineage tags")
     a = p.parse_args(argv)
     gate = GateConfig(min_accuracy=a.min_accuracy, metric=a.gate_metric,
                       min_gain_over_baseline=a.min_gain_over_baseline,
                       baseline_test=a.baseline_test, max_regression=a.max_regression,
-                      confidence=a.confidence)  # fmt: skip
+                      confidence=a.confidence,
+                      max_category_accuracy_gap=a.max_category_accuracy_gap,
+                      min_category_rows=a.min_category_rows)  # fmt: skip
     return EvalConfig(a.model_dir, a.data, a.output_dir, a.model_uri, a.mlflow_run_id,
-                      a.registered_model_name, a.register, gate, a.kfp_run_id)  # fmt: skip
+                      a.registered_model_name, a.register, gate, a.kfp_run_id,
+                      explain_rows=a.explain_rows, explain_steps=a.explain_steps)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ UNKNOWN_VERSION = "unknown"
 RECORD_COLUMNS = (
     "request_id", "instance", "time", "model_name", "model_version", "endpoint", "text",
     *TEXT_ONLY_PROPERTIES, "predicted_star", "predicted_label", "confidence", "probabilities",
+    "top_words",
 )  # fmt: skip
 
 
@@ -89,15 +90,23 @@ def texts_of_request(body: Any) -> list[str]:
 
 
 def predictions_of_response(body: Any) -> list[dict]:
-    """Per-instance ``star``, ``label``, ``confidence`` and ``probabilities`` of a response."""
+    """Per-instance ``star``, ``label``, ``confidence``, ``probabilities`` and ``top_words``.
+
+    ``top_words`` (the words that pushed most toward the predicted class, JSON; '' when the
+    response has none) is what the predictor adds to the captured copy of a low-confidence
+    prediction (``components/serve/model.py``) and what an ``:explain`` answer carries.
+    """
     if isinstance(body, dict) and isinstance(body.get("predictions"), list):
         out = []
         for p in body["predictions"]:
             probs = {str(k): float(v) for k, v in (p.get("probabilities") or {}).items()}
             star = p.get("star_rating")  # None for the 3-class sentiment model
+            words = p.get("top_words")
             out.append({"star": -1 if star is None else int(star), "label": str(p.get("label", "")),
                         "confidence": float(p.get("score", max(probs.values(), default=0.0))),
-                        "probabilities": probs})  # fmt: skip
+                        "probabilities": probs,
+                        "top_words": json.dumps([str(w) for w in words])
+                        if isinstance(words, list) else ""})  # fmt: skip
         return out
     if isinstance(body, dict) and isinstance(body.get("outputs"), list):
         outputs = {o.get("name"): o for o in body["outputs"]}
@@ -113,7 +122,8 @@ def predictions_of_response(body: Any) -> list[dict]:
             first = 1 if width == 5 else 0
             names = [str(j + first) for j in range(width)]
             out.append({"star": star, "label": str(star), "confidence": max(row, default=0.0),
-                        "probabilities": dict(zip(names, row, strict=True))})  # fmt: skip
+                        "probabilities": dict(zip(names, row, strict=True)),
+                        "top_words": ""})  # fmt: skip
         return out
     raise InvalidInput("response body has neither V1 predictions nor V2 outputs")
 
@@ -167,6 +177,7 @@ def records_of_pair(request: Event, response: Event, keep_text: bool = True) -> 
             "text": text if keep_text else None, **prop, "predicted_star": pred["star"],
             "predicted_label": pred["label"], "confidence": pred["confidence"],
             "probabilities": json.dumps(pred["probabilities"], sort_keys=True),
+            "top_words": pred["top_words"],
         }
         for i, (text, pred, prop) in enumerate(zip(texts, predictions, props, strict=True))
     ]  # fmt: skip

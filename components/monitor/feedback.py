@@ -1,7 +1,8 @@
 """The human review queue and the labels that come back from it.
 
 Out: predictions below the confidence threshold as a labelling file (CSV for people,
-Parquet for tools) with an empty ``label`` column, under
+Parquet for tools) with an empty ``label`` column and, where the predictor computed them, the
+``top_words`` that pushed the model toward its answer (why it hesitated), under
 ``s3://<bucket>/monitoring/review-queue/<model version>/<time>/``.
 
 Back: a labeller fills ``label`` (a star rating 1-5) and puts the file (CSV or Parquet, any
@@ -25,7 +26,8 @@ from components.common.storage import S3Storage, is_s3_uri, parse_s3_uri
 logger = logging.getLogger(__name__)
 
 QUEUE_COLUMNS = ("request_id", "instance", "time", "model_version", "text", "predicted_star",
-                 "predicted_label", "confidence", "probabilities", "label")  # fmt: skip
+                 "predicted_label", "confidence", "probabilities", "top_words",
+                 "label")  # fmt: skip
 LABELLED_SUFFIXES = (".csv", ".parquet")
 SNAPSHOTS = "monitoring/feedback-snapshots/"
 FEEDBACK_CATEGORY = "Feedback"  # product_category of rows without one
@@ -34,7 +36,10 @@ FEEDBACK_CATEGORY = "Feedback"  # product_category of rows without one
 def review_queue(records: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Predictions below ``threshold`` confidence, least confident first, ``label`` empty."""
     low = records[records["confidence"] < threshold].sort_values("confidence")
-    return low.assign(label="")[list(QUEUE_COLUMNS)].reset_index(drop=True)
+    if "top_words" not in low:  # captured before predictions carried top words
+        low = low.assign(top_words="")
+    low = low.assign(top_words=low["top_words"].fillna(""), label="")
+    return low[list(QUEUE_COLUMNS)].reset_index(drop=True)
 
 
 def write_queue(queue: pd.DataFrame, uri: str, storage: S3Storage) -> list[str]:

@@ -6,11 +6,13 @@ import sys
 
 from kserve import ModelServer, model_server
 
-from components.common.errors import ConfigurationError, ModelLoadError
+from components.common.errors import ConfigurationError, PlatformError
 from components.common.inference import PRECISIONS
 from components.common.logs import configure_logging
 from components.serve import disconnect, drain
 from components.serve.backends import BACKENDS
+from components.serve.explain import ExplainLimits
+from components.serve.explainer import ExplainConfig
 from components.serve.model import ReviewClassifierModel
 from components.serve.payload_logger import PayloadLogger, served_version
 from components.serve.payloads import Limits
@@ -58,6 +60,22 @@ parser.add_argument(
 )
 parser.add_argument("--model_version", default="",
                     help="registered version served (default: from served_from.json)")  # fmt: skip
+_x = ExplainConfig()
+parser.add_argument("--explain", action=argparse.BooleanOptionalAction, default=_x.enabled,
+                    help="answer :explain with integrated-gradients word attributions")  # fmt: skip
+parser.add_argument("--explain_max_instances", type=int, default=_x.limits.max_instances,
+                    help="texts per :explain request at most (400 beyond)")  # fmt: skip
+parser.add_argument("--explain_max_steps", type=int, default=_x.limits.max_steps,
+                    help="integration steps an :explain request may ask (400 beyond)")  # fmt: skip
+parser.add_argument("--explain_steps", type=int, default=_x.limits.default_steps,
+                    help="integration steps when a request names none")  # fmt: skip
+parser.add_argument("--explain_max_concurrent", type=int, default=_x.max_concurrent,
+                    help=":explain requests in flight at most (503 beyond)")  # fmt: skip
+parser.add_argument("--explain_chunk_tokens", type=int, default=_x.chunk_tokens,
+                    help="token positions per explanation chunk on the model thread")  # fmt: skip
+parser.add_argument("--capture_top_words_below", type=float, default=_x.capture_below,
+                    help="captured predictions below this confidence carry their top words "
+                    "(computed when the model is idle; 0 switches it off)")  # fmt: skip
 
 
 def main() -> int:
@@ -72,17 +90,23 @@ def main() -> int:
         logging.getLogger(__name__).error("%s", e)
         return 2
     payload_logger = None
+    version = args.model_version or served_version(args.model_dir)
     if args.logger_url:
-        version = args.model_version or served_version(args.model_dir)
         payload_logger = PayloadLogger(args.logger_url, args.model_name, version)
-    model = ReviewClassifierModel(
-        args.model_name, args.model_dir, args.max_batch_size, args.max_batch_tokens,
-        args.max_queue, Limits(args.max_instances, args.max_chars), args.device, args.backend,
-        args.precision, args.cuda_graphs, payload_logger,
-    )  # fmt: skip
     try:
+        limits = ExplainLimits(
+            args.explain_max_instances, args.explain_max_steps, args.explain_steps
+        )
+        explain = ExplainConfig(args.explain, limits, args.explain_max_concurrent,
+                                args.explain_chunk_tokens, args.capture_top_words_below,
+                                model_version=version)  # fmt: skip
+        model = ReviewClassifierModel(
+            args.model_name, args.model_dir, args.max_batch_size, args.max_batch_tokens,
+            args.max_queue, Limits(args.max_instances, args.max_chars), args.device, args.backend,
+            args.precision, args.cuda_graphs, payload_logger, explain,
+        )  # fmt: skip
         model.load()
-    except ModelLoadError as e:
+    except PlatformError as e:
         logging.getLogger(__name__).error("%s", e)
         return 1
     disconnect.install(model_server.app)

@@ -15,6 +15,14 @@ The queue is bounded: past ``max_queue`` waiting texts a request is refused at o
 :class:`Overloaded` (HTTP 503 with a Retry-After estimated from the recent throughput) instead
 of waiting without limit. A request whose client went away (its task cancelled, see
 :mod:`components.serve.disconnect`) is dropped before its forward pass.
+
+Background jobs (an explanation's chunks of integrated gradients) share the same forward thread
+through :meth:`TokenBudgetBatcher.run_job`, behind the predictions: a job runs when no
+prediction waits, or after ``jobs_every`` prediction batches in a row if jobs wait too, so a
+prediction never waits for more than one job and jobs still progress under full load. Jobs
+submitted with ``idle_only`` (the capture's top words of low-confidence predictions) run only
+when nothing else waits: they never cost a prediction anything. At most ``max_jobs`` jobs of
+each kind wait; beyond, :class:`Overloaded`.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from kserve.errors import ServerNotReady
@@ -57,6 +66,7 @@ CANCELLED = Counter(
     "review_classifier_cancelled", "Requests dropped before their forward pass (client gone)"
 )
 QUEUED = Gauge("review_classifier_queued_texts", "Texts waiting for a batch")
+JOBS = Counter("review_classifier_background_jobs", "Background jobs (explanation chunks) run")
 
 # A forward pass: ``(input_ids, attention_mask)``, int64 [n, L], to probabilities [n, k].
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -69,9 +79,9 @@ class Overloaded(ServerNotReady):
     ServerNotReady to it: kserve/protocol/grpc/interceptors.py, ExceptionToStatusInterceptor).
     """
 
-    def __init__(self, queued: int, limit: int, retry_after_s: int) -> None:
+    def __init__(self, queued: int, limit: int, retry_after_s: int, what: str = "texts") -> None:
         self.retry_after_s = retry_after_s
-        self.reason = (f"overloaded: {queued} texts already wait for the model (limit {limit}); "
+        self.reason = (f"overloaded: {queued} {what} already wait for the model (limit {limit}); "
                        f"retry after {retry_after_s} s")  # fmt: skip
         super().__init__(self.reason)
 
@@ -138,6 +148,8 @@ class TokenBudgetBatcher:
         max_queue: int = 512,
         pad_to_multiple: int = 1,
         max_padding: float = 0.25,
+        max_jobs: int = 64,
+        jobs_every: int = 4,
     ) -> None:
         self.forward = forward
         self.pad_id = pad_id
@@ -147,6 +159,15 @@ class TokenBudgetBatcher:
         self.pad_to_multiple = pad_to_multiple
         self.max_padding = max_padding
         self._waiting: collections.deque[_Pending] = collections.deque()
+        self._jobs: collections.deque[tuple[Callable[[], Any], asyncio.Future]] = (
+            collections.deque()
+        )
+        self._idle_jobs: collections.deque[tuple[Callable[[], Any], asyncio.Future]] = (
+            collections.deque()
+        )
+        self.max_jobs = max_jobs
+        self.jobs_every = jobs_every
+        self._batches_since_job = 0
         self._queued_texts = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -180,6 +201,18 @@ class TokenBudgetBatcher:
         wake.set()
         return await future
 
+    async def run_job(self, job: Callable[[], Any], idle_only: bool = False) -> Any:
+        """``job()`` on the forward thread, behind waiting predictions (see the module doc)."""
+        wake = self._ensure_started()
+        lane = self._idle_jobs if idle_only else self._jobs
+        if len(lane) >= self.max_jobs:
+            REJECTED.inc()
+            raise Overloaded(len(lane), self.max_jobs, self.retry_after(), "jobs")
+        future = asyncio.get_running_loop().create_future()
+        lane.append((job, future))
+        wake.set()
+        return await future
+
     def _take_batch(self) -> list[_Pending]:
         """Waiting requests in arrival order up to the token and size budgets (at least one)."""
         batch: list[_Pending] = []
@@ -206,12 +239,34 @@ class TokenBudgetBatcher:
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._waiting:
+            if not self._waiting and not self._jobs and not self._idle_jobs:
                 self._wake.clear()
                 await self._wake.wait()
-            batch = self._take_batch()
+            job_due = self._jobs and (not self._waiting
+                                      or self._batches_since_job >= self.jobs_every)  # fmt: skip
+            batch = [] if job_due else self._take_batch()
             if batch:
                 await self._run(batch, loop)
+                self._batches_since_job += 1
+            elif self._jobs:
+                self._batches_since_job = 0
+                await self._run_job(*self._jobs.popleft(), loop)
+            elif self._idle_jobs and not self._waiting:
+                await self._run_job(*self._idle_jobs.popleft(), loop)
+
+    async def _run_job(self, job: Callable[[], Any], future: asyncio.Future,
+                       loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
+        if future.done():  # cancelled: the client went away
+            return
+        JOBS.inc()
+        try:
+            result = await loop.run_in_executor(self._executor, job)
+        except Exception as e:  # noqa: BLE001 - the job's caller gets the error
+            if not future.done():
+                future.set_exception(e)
+            return
+        if not future.done():
+            future.set_result(result)
 
     async def _run(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
         now = time.perf_counter()

@@ -13,17 +13,25 @@ from typing import Any
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
+from prometheus_client import Gauge
 
 from components.common.errors import ModelLoadError
 from components.common.inference import Classifier, Prediction
 from components.common.storage import S3Storage, is_s3_uri
 from components.common.text import clean_text
 from components.serve.backends import Backend, make_backend
-from components.serve.batching import TokenBudgetBatcher
+from components.serve.batching import Overloaded, TokenBudgetBatcher
+from components.serve.explainer import ExplainConfig, Explainer, low_confidence
 from components.serve.payload_logger import PayloadLogger, request_id
-from components.serve.payloads import V2_INPUT, Limits, texts_from_v1, texts_from_v2
+from components.serve.payloads import V2_INPUT, Limits, texts_from_v1, texts_from_v2, v1_body
 
 logger = logging.getLogger(__name__)
+
+# what `make monitor` waits for before it flushes the capture sink (pipelines/monitor.py)
+CAPTURES_PENDING = Gauge(
+    "review_classifier_captures_pending",
+    "Answered inferences not yet handed to the capture sink (waiting for top words or sending)",
+)
 
 WARMUP_TEXTS = ["Warm-up review: works as described.", "Broke after one day."]
 
@@ -56,6 +64,7 @@ class ReviewClassifierModel(Model):
         precision: str = "auto",
         cuda_graphs: bool = False,
         payload_logger: PayloadLogger | None = None,
+        explain: ExplainConfig | None = None,
     ) -> None:
         super().__init__(name)
         self.model_dir = model_dir
@@ -72,6 +81,11 @@ class ReviewClassifierModel(Model):
         # tokenization runs here, off the event loop, while the forward thread computes
         self._tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self.payload_logger = payload_logger  # every answered inference to the capture sink
+        self.explain_config = explain or ExplainConfig()
+        self.explainer: Explainer | None = None
+        self._enriching: set[asyncio.Task] = set()  # captures waiting for their top words
+        if payload_logger is not None:
+            CAPTURES_PENDING.set_function(self._captures_pending)
 
     def load(self) -> bool:
         """Load, warm up with one batch, and only then report ready."""
@@ -90,6 +104,9 @@ class ReviewClassifierModel(Model):
             self.max_queue, pad_to_multiple=16 if on_gpu else 1,
         )  # fmt: skip
         self.batcher.warm_up(self.backend.tokenize(WARMUP_TEXTS))
+        if self.explain_config.enabled:
+            self.explainer = Explainer(self.backend, self.batcher, self.explain_config,
+                                       self._tokenize_pool)  # fmt: skip
         self.ready = True
         logger.info("model %s loaded from %s, backend %s, in %.1fs", self.name, self.model_dir,
                     self.backend.name, time.perf_counter() - start)  # fmt: skip
@@ -115,7 +132,9 @@ class ReviewClassifierModel(Model):
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         if isinstance(payload, InferRequest):
             return payload
-        return {"texts": texts_from_v1(payload, self.limits)}
+        body = v1_body(payload)
+        parameters = body.get("parameters") if isinstance(body, dict) else None
+        return {"texts": texts_from_v1(body, self.limits), "parameters": parameters}
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> Any:  # fmt: skip
@@ -131,11 +150,56 @@ class ReviewClassifierModel(Model):
         return self._capture(headers, payload["texts"], probs)
 
     def _capture(self, headers: dict[str, str] | None, texts: list[str], probs: np.ndarray) -> dict:
-        """The V1 answer, also sent to the payload logger when there is one (V2 as V1 too)."""
+        """The V1 answer, also sent to the payload logger when there is one (V2 as V1 too).
+
+        Predictions below ``explain.capture_below`` confidence are logged with their
+        ``top_words`` once an idle-only explanation has computed them; the caller's answer
+        never waits for that.
+        """
         answer = {"predictions": [self._prediction(row) for row in probs]}
-        if self.payload_logger is not None:
-            self.payload_logger.log(request_id(headers), {"instances": texts}, answer)
+        if self.payload_logger is None:
+            return answer
+        event_id = request_id(headers)
+        low = low_confidence(answer["predictions"], self.explain_config.capture_below)
+        if low and self.explainer is not None and len(self._enriching) < self.max_queue:
+            logged = {"predictions": [dict(p) for p in answer["predictions"]]}
+            task = asyncio.get_running_loop().create_task(
+                self._log_with_top_words(event_id, texts, probs, low, logged)
+            )
+            self._enriching.add(task)
+            task.add_done_callback(self._enriching.discard)
+        else:
+            self.payload_logger.log(event_id, {"instances": texts}, answer)
         return answer
+
+    def _captures_pending(self) -> int:
+        backlog = getattr(self.payload_logger, "queue", None)
+        return len(self._enriching) + (backlog.unfinished_tasks if backlog is not None else 0)
+
+    async def _log_with_top_words(self, event_id: str, texts: list[str], probs: np.ndarray,
+                                  low: list[int], logged: dict) -> None:  # fmt: skip
+        try:
+            for i in low:
+                words = await self.explainer.top_words_of(texts[i], int(probs[i].argmax()))
+                logged["predictions"][i]["top_words"] = words
+        except Overloaded:
+            logger.debug("capture %s logged without top words: explain queue full", event_id)
+        finally:
+            self.payload_logger.log(event_id, {"instances": texts}, logged)
+
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict:
+        """Per-word attributions toward the predicted (or a named) class, for V1 bodies.
+
+        The prediction is the served variant's, through the shared queue; the attributions are
+        integrated gradients computed chunk by chunk on the forward thread, behind predictions.
+        """
+        if self.explainer is None:
+            raise InvalidInput("explanations are switched off on this predictor (--no-explain)")
+        if isinstance(payload, InferRequest) or not isinstance(payload, dict):
+            raise InvalidInput('explain takes a V1 body: {"instances": [...], "parameters": '
+                               '{"steps": 16, "target": "1"}}')  # fmt: skip
+        return await self.explainer.explain(payload["texts"], payload.get("parameters"),
+                                            self._probabilities, self._prediction)  # fmt: skip
 
     def _prediction(self, probs: np.ndarray) -> dict:
         """One review's V1 prediction, in numpy (no torch op on the event loop's thread)."""

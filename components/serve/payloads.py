@@ -32,13 +32,19 @@ def _check_text(text: Any, where: str, limits: Limits) -> str:
     return text
 
 
-def texts_from_v1(payload: Any, limits: Limits) -> list[str]:
-    """``{"instances": ["text", {"review_body": "text"}, ...]}`` to a list of texts."""
+def v1_body(payload: Any) -> Any:
+    """A V1 body as KServe hands it over (bytes, text or already a dict), decoded."""
     if isinstance(payload, bytes | str):
         try:
-            payload = json.loads(payload)
+            return json.loads(payload)
         except (ValueError, UnicodeDecodeError) as e:
             raise InvalidInput(f"request body is not valid JSON: {e}") from e
+    return payload
+
+
+def texts_from_v1(payload: Any, limits: Limits) -> list[str]:
+    """``{"instances": ["text", {"review_body": "text"}, ...]}`` to a list of texts."""
+    payload = v1_body(payload)
     if not isinstance(payload, dict):
         raise InvalidInput('request body must be a JSON object with "instances"')
     if "instances" not in payload:

@@ -63,6 +63,29 @@ def test_passing_run_registers_with_lineage_then_champion_is_compared(
     )
     run = client.get_run(trained["results"]["mlflow_run_id"])
     assert run.data.metrics["test_accuracy"] == pytest.approx(first["model"]["accuracy"])
+    # post-training bias per category and length, the global explanation, the HTML report
+    bias = saved["bias"]
+    categories = bias["product_category"]
+    assert sum(m["rows"] for m in categories.values()) == first["model"]["rows"]
+    assert sum(m["rows"] for m in bias["review_length"].values()) == first["model"]["rows"]
+    worst = bias["worst_category_any_size"]
+    assert worst["accuracy_gap"] == pytest.approx(max(m["AD"] for m in categories.values()))
+    explanation = saved["global_explanation"]
+    assert explanation["rows"] == min(200, first["model"]["rows"])
+    assert set(explanation["top_words"]) == set(first["model"]["labels"])
+    assert any(explanation["top_words"].values())
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert "Post-training bias" in page and page.count("data:image/png;base64,") == 2
+    if bias["worst_category"]:
+        assert run.data.metrics["worst_category_accuracy_gap"] == pytest.approx(
+            bias["worst_category"]["accuracy_gap"]
+        )
+    some = next(iter(categories))
+    assert run.data.metrics[f"category_accuracy.{some}"] == pytest.approx(
+        categories[some]["accuracy"]
+    )
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/report.html", "evaluation/global_explanation.png"} <= logged
 
     promote(NAME, version)
     assert version_by_alias(NAME, CHAMPION).version == version

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -88,6 +89,13 @@ def test_mlflow_server_accepts_its_service_names_and_refuses_other_hosts(tmp_pat
         assert _get(port, "attacker.example.com", "/health") == (200, "OK")  # probes always
 
 
+def _post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=60) as r:  # noqa: S310 (our predictor)
+        return json.loads(r.read())
+
+
 def test_predictor_runs_with_the_runtime_arguments_and_passes_the_helm_test(tmp_path):
     objs = {d["kind"]: d for d in helm_template("charts/review-classifier",
                                                 "charts/review-classifier/ci/eks-values.yaml")}  # fmt: skip
@@ -115,3 +123,8 @@ def test_predictor_runs_with_the_runtime_arguments_and_passes_the_helm_test(tmp_
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert "star_rating" in done.stdout
+        # KServe's explain verb on the same URL: the runtime's arguments leave it on
+        explained = _post_json(f"{ready}:explain", {"instances": ["never arrived, waste"]})
+        words = [w["word"] for w in explained["explanations"][0]["attributions"]]
+        assert words == ["never", "arrived", ",", "waste"]
+        assert explained["explained_with"] == explained["served_variant"]

@@ -22,6 +22,7 @@ OWNED = {  # pipeline parameter -> the stage default it must equal
     "min_gain_over_baseline": GateConfig.min_gain_over_baseline,
     "baseline_test": GateConfig.baseline_test,
     "max_regression": GateConfig.max_regression,
+    "max_category_accuracy_gap": GateConfig.max_category_accuracy_gap,
     "balance": IngestConfig.balance,
     "train_fraction": IngestConfig.split[0],
     "validation_fraction": IngestConfig.split[1],
@@ -29,7 +30,7 @@ OWNED = {  # pipeline parameter -> the stage default it must equal
 }
 NO_COMPONENT_DEFAULT = [
     (evaluate, ["min_accuracy", "gate_metric", "min_gain_over_baseline", "baseline_test",
-                "max_regression"]),
+                "max_regression", "max_category_accuracy_gap"]),
     (ingest, ["train_fraction", "validation_fraction", "test_fraction"]),
     (deploy, ["target"]),
     (train, ["gpus_per_node"]),

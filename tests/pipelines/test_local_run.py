@@ -60,10 +60,21 @@ def test_full_run_trains_registers_and_serves(first, state):
     url = re.search(r"^Inference URL: (http://127\.0\.0\.1:\d+/v1/models/review-classifier:predict)$",
                     first, re.M).group(1)  # fmt: skip
     assert "curl -s -X POST " + url in first
+    # the worst product category's accuracy gap and the HTML report with the bias tables
+    assert re.search(r"^Worst category \S+: accuracy [01]\.\d{4}, gap [-+][01]\.\d{4} vs the "
+                     r"other test rows \(\d+ rows", first, re.M), first  # fmt: skip
+    report = Path(re.search(r"^Evaluation HTML report (\S+)$", first, re.M).group(1))
+    assert "Post-training bias" in report.read_text() and "Global explanation" in report.read_text()
     answer = httpx.post(url, json={"instances": ["Absolutely love it, simply perfect.",
                                                  "A complete waste of money, it is garbage."]},
                         timeout=30).json()["predictions"]  # fmt: skip
     assert answer[0]["star_rating"] >= 4 and answer[1]["star_rating"] <= 2
+    # the served model explains itself on the same URL's :explain verb
+    explained = httpx.post(url.replace(":predict", ":explain"),
+                           json={"instances": ["A complete waste of money, it is garbage."]},
+                           timeout=60).json()["explanations"][0]  # fmt: skip
+    assert explained["star_rating"] == answer[1]["star_rating"]
+    assert [w["word"] for w in explained["attributions"]][:3] == ["A", "complete", "waste"]
     settings = _client_env(state)
     storage = S3Storage(settings)
     keys = [o.key for o in storage.list_objects(f"s3://{settings.data_bucket}/processed/")]

@@ -166,3 +166,45 @@ def test_a_cancelled_request_is_dropped_before_its_forward_pass():
     first, kept = asyncio.run(run())
     assert first[0, 0] == 0 and kept[0, 0] == 3
     assert [n for n, _ in calls] == [1, 1]  # texts 1 and 2 never reached the model
+
+
+def _ordered_run(jobs_every: int, idle_only: bool) -> tuple[list[str], list]:
+    """A batch held in its forward pass, then 8 queued predictions and 3 jobs: what ran when."""
+    events: list[str] = []
+    gate = threading.Event()
+
+    def forward(ids, mask):
+        gate.wait(10)
+        events.append(f"batch{int(ids[0, 0])}")
+        return np.zeros((len(ids), 2), np.float32)
+
+    batcher = TokenBudgetBatcher(forward, max_batch_size=1, jobs_every=jobs_every, max_jobs=2)
+
+    async def run():
+        first = asyncio.ensure_future(batcher.submit([_seq(0, 3)]))
+        await asyncio.sleep(0.05)
+        jobs = [asyncio.ensure_future(batcher.run_job(lambda j=j: events.append(f"job{j}") or j,
+                                                      idle_only)) for j in range(2)]  # fmt: skip
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="2 jobs already wait"):
+            await batcher.run_job(lambda: None, idle_only)
+        preds = [asyncio.ensure_future(batcher.submit([_seq(i, 3)])) for i in range(1, 9)]
+        await asyncio.sleep(0)
+        gate.set()
+        return await asyncio.gather(first, *preds, *jobs)
+
+    return events, asyncio.run(run())
+
+
+def test_jobs_wait_behind_predictions_but_still_progress():
+    events, results = _ordered_run(jobs_every=4, idle_only=False)
+    assert results[-2:] == [0, 1]
+    # one job after every 4 prediction batches, never two jobs between two batches
+    assert events == ["batch0", "batch1", "batch2", "batch3", "job0", "batch4", "batch5",
+                      "batch6", "batch7", "job1", "batch8"]  # fmt: skip
+
+
+def test_idle_only_jobs_never_go_before_a_waiting_prediction():
+    events, results = _ordered_run(jobs_every=1, idle_only=True)
+    assert results[-2:] == [0, 1]
+    assert events == [f"batch{i}" for i in range(9)] + ["job0", "job1"]

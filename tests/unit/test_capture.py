@@ -1,5 +1,6 @@
 """Capture: CloudEvents to records, pairing, the sink's spool and its flush transaction."""
 
+import io
 import json
 from pathlib import Path
 
@@ -57,6 +58,15 @@ def test_v1_pair_gives_one_record_per_instance_with_properties():
     assert second["text"] == "Ça ne marche pas!!" and second["non_ascii_share"] == 1 / 18
     assert first["word_count"] == 3 and first["text_length"] == 18
     assert out.paired_ids == ["a"] and not out.carry and not out.dropped
+
+
+def test_top_words_of_a_low_confidence_prediction_reach_the_record_and_parquet():
+    response = json.loads(json.dumps(V1_RESPONSE))
+    response["predictions"][1]["top_words"] = ["marche", "pas"]
+    first, second = capture.pair_events(pair("t", response=response), set(), 1.0, 60).records
+    assert first["top_words"] == "" and json.loads(second["top_words"]) == ["marche", "pas"]
+    frame = pd.read_parquet(io.BytesIO(capture.to_parquet_bytes([first, second])))
+    assert frame["top_words"].tolist() == ["", '["marche", "pas"]']
 
 
 def test_properties_are_of_the_text_as_ingest_cleans_it():

@@ -78,6 +78,15 @@ def test_review_queue_has_the_unsure_predictions_and_an_empty_label():
     assert list(queue.columns) == list(feedback.QUEUE_COLUMNS)
 
 
+def test_the_review_queue_carries_top_words_and_reads_older_captures():
+    base = {c: ["x", "y"] for c in feedback.QUEUE_COLUMNS if c not in ("label", "top_words")}
+    records = pd.DataFrame({**base, "confidence": [0.3, 0.5], "top_words": ['["meh"]', None]})
+    queue = feedback.review_queue(records, 0.70)
+    assert queue["top_words"].tolist() == ['["meh"]', ""]
+    older = pd.DataFrame({**base, "confidence": [0.3, 0.9]})  # captured without the column
+    assert feedback.review_queue(older, 0.70)["top_words"].tolist() == [""]
+
+
 def test_labelled_rows_become_raw_rows_for_ingest():
     csv = ("request_id,instance,time,text,label\n"
            "r1,0,2026-12-01T07:00:00Z,\"Great\tvalue\nreally\",5\n"

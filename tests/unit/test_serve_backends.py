@@ -2,7 +2,6 @@
 disconnect middleware, the 503 answer."""
 
 import asyncio
-import json
 
 import numpy as np
 import pytest
@@ -17,27 +16,6 @@ REVIEWS = [
     "The sound is fine for the price, though the left earbud falls out when I run.",
     "Five stars!!! &#34;Best cable ever&#34;<br />Would buy again.",
 ] * 3
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory, bert_vocab_dir):
-    """A small random BERT (2 layers, hidden 64) with the real bert-base-uncased vocabulary."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from components.common.inference import LABEL_MAP_FILE
-    from components.common.schema import label_map_for
-    from components.train.model import build_small_bert
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("small-bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(bert_vocab_dir))
-    model = build_small_bert(len(tokenizer), 2, 64, 2, label_map_for("star_rating"),
-                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / LABEL_MAP_FILE).write_text(json.dumps({"max_seq_length": 32}))
-    return out
 
 
 def _probs(backend, texts):
