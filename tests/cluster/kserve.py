@@ -16,8 +16,8 @@ rollout through the states a real cluster shows, in this order:
    reason ``RevisionFailed``.
 
 Status shapes follow the examples of kserve's docs (``rollout-strategies/canary-example.md``).
-``urls`` maps a revision name to the URL its tag resolves to (a predictor process in the
-harness; any string in unit tests).
+URLs are the ones KServe writes, on Knative's default external domain (``example.com``): the
+harness never rewrites them; inside its cluster only the cluster-local names resolve.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class KServeModel:
     namespace: str
     domain: str = "example.com"
     healthy: dict[str, bool] = field(default_factory=dict)  # storageUri -> revision starts
-    urls: dict[str, str] = field(default_factory=dict)  # revision -> URL its tags resolve to
+    scaled_down: set[str] = field(default_factory=set)  # revisions Knative scaled to zero
     revisions: list[tuple[str, str]] = field(default_factory=list)  # (name, storageUri)
     ready_rev: str = ""
     rolled: str = ""
@@ -140,8 +140,6 @@ class KServeModel:
         if self.prev_rolled:
             predictor["previousRolledoutRevision"] = self.prev_rolled
         predictor = {k: v for k, v in predictor.items() if v}  # Go's omitempty
-        for target in traffic:  # where a tag's host resolves (the harness's pods)
-            target["url"] = self.urls.get(target["revisionName"], target["url"])
         return {
             "observedGeneration": self.generation,  # the Knative service's, in truth
             "url": f"http://{self.name}.{self.namespace}.{self.domain}",

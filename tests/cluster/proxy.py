@@ -1,19 +1,53 @@
-"""A Service's port: connections to ``ip:port`` relayed to ``ip:target_port`` (test-only code).
+"""TCP relays on Service addresses (test-only code).
 
-What kube-proxy (or Knative's activator and queue-proxy) does for a Service whose ``port`` 80
-fronts a container's ``targetPort`` 8080, so that in-cluster URLs without a port work.
+:class:`Relay` is what kube-proxy's userspace mode did (kubernetes v1.20
+``pkg/proxy/userspace/proxysocket.go``: a socket on the Service's cluster IP and port per
+Service port; each new connection goes to the next ready endpoint, round robin, chosen when the
+connection opens; no endpoint: the connection is refused). :class:`HostRouter` is a cluster-local
+ingress gateway (Knative's ``knative-local-gateway``): it reads the request's ``Host`` header and
+relays the connection to the backend the route table picks for that host (traffic split by
+weight per connection), or answers 404 for a host it has no route for, as Istio does.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+
+Target = tuple[str, int]
 
 
-class PortForward:
-    def __init__(self, ip: str, port: int, target_port: int, target_ip: str | None = None):
-        self.target = (target_ip or ip, target_port)
-        self.server = socket.create_server((ip, port), reuse_port=False)
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _splice(client: socket.socket, target: Target, first: bytes = b"") -> bool:
+    try:
+        upstream = socket.create_connection(target, timeout=10)
+    except OSError:
+        return False
+    upstream.settimeout(None)
+    if first:
+        upstream.sendall(first)
+    for a, b in ((client, upstream), (upstream, client)):
+        threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+    return True
+
+
+class _Listener:
+    def __init__(self, ip: str, port: int) -> None:
+        self.server = socket.create_server((ip, port))
         self.server.settimeout(0.5)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._accept, daemon=True)
@@ -27,28 +61,59 @@ class PortForward:
                 continue
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                client.close()
-                continue
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            client.settimeout(None)
+            threading.Thread(target=self.handle, args=(client,), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def handle(self, client: socket.socket) -> None:
+        raise NotImplementedError
 
     def stop(self) -> None:
         self.stopped.set()
         self.server.close()
+
+
+class Relay(_Listener):
+    """Connections to ``ip:port`` relayed to a target ``pick()`` returns (None: refused)."""
+
+    def __init__(self, ip: str, port: int, pick: Callable[[], Target | None]) -> None:
+        self.pick = pick
+        super().__init__(ip, port)
+
+    def handle(self, client: socket.socket) -> None:
+        target = self.pick()
+        if target is None or not _splice(client, target):
+            client.close()
+
+
+class HostRouter(_Listener):
+    """An HTTP gateway: ``route(host)`` gives the backend for a request's Host header."""
+
+    def __init__(self, ip: str, port: int, route: Callable[[str], Target | None]) -> None:
+        self.route = route
+        super().__init__(ip, port)
+
+    def handle(self, client: socket.socket) -> None:
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = client.recv(65536)
+                if not chunk:
+                    client.close()
+                    return
+                head += chunk
+        except OSError:
+            client.close()
+            return
+        host = ""
+        for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+            key, _, value = line.decode("latin-1").partition(":")
+            if key.strip().lower() == "host":
+                host = value.strip().split(":")[0].lower()
+        target = self.route(host)
+        if target is None or not _splice(client, target, head):
+            body = f"no route for host {host!r}\n".encode()
+            try:
+                client.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: "
+                               + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)  # fmt: skip
+            finally:
+                client.close()

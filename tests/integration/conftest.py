@@ -17,7 +17,20 @@ from pipelines.stack import LocalStack, StackInfo
 def stack(tmp_path_factory) -> Iterator[StackInfo]:
     """Start the stack once per session in a private state dir; point clients at it."""
     local = LocalStack(tmp_path_factory.mktemp("stack"), Settings.from_env({}, dotenv=None))
-    info = local.up()
+    # the test cluster's pods reach MLflow by its Service name, as the chart's --allowed-hosts
+    # lets them (tests/integration/test_cluster.py); the rest of the tests by 127.0.0.1
+    hosts = (
+        "localhost,localhost:*,127.0.0.1,127.0.0.1:*,mlflow.review-classifier.svc.cluster.local:*"
+    )
+    saved_hosts = os.environ.get("MLFLOW_SERVER_ALLOWED_HOSTS")
+    os.environ["MLFLOW_SERVER_ALLOWED_HOSTS"] = hosts
+    try:
+        info = local.up()
+    finally:
+        if saved_hosts is None:
+            os.environ.pop("MLFLOW_SERVER_ALLOWED_HOSTS", None)
+        else:
+            os.environ["MLFLOW_SERVER_ALLOWED_HOSTS"] = saved_hosts
     env = info.client_env(local.settings)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

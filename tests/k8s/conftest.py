@@ -2,7 +2,9 @@
 
 Everything here renders and validates what a platform engineer applies (kustomize overlays,
 Helm charts, the TrainJob and PyTorchJob templates) with real tools, and runs a real kube-apiserver + etcd
-(no kubelet, no controllers: a test writes the ``status`` a controller would).
+(here no kubelet, no controllers: a test writes the ``status`` a controller would; the cluster
+tests add the upstream controllers and the harness of tests/cluster). The session's pod network
+(:mod:`tests.cluster.network`) is made first, so that the API server's Service range is its own.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ class ControlPlane:
     url: str
     token: str
     kubeconfig: Path
+    workdir: Path
+    network: object = None  # tests.cluster.network.PodNetwork, None where none could be made
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None):
         return run(tool("kubectl"), "--kubeconfig", str(self.kubeconfig), *args,
@@ -185,6 +189,17 @@ def apiserver(tmp_path_factory, crds_dir) -> ControlPlane:
         serialization.NoEncryption()))  # fmt: skip
     (work / "sa.pub").write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+    from tests.cluster.network import NetworkError, PodNetwork
+
+    try:
+        network = PodNetwork().up()
+        service_cidr = network.service_cidr
+    except NetworkError as e:  # tests/k8s need none; the cluster tests fail with this reason
+        network, service_cidr = None, "10.0.0.0/24"
+        print(f"no pod network: {e}")
+    # the `kubernetes` Service's endpoint: the node's address on the pod network, which the
+    # cluster tests relay to this loopback server
+    advertise = network.gateway if network else "127.0.0.1"
     token = "review-classifier-test-admin"
     (work / "tokens.csv").write_text(f"{token},admin,uid-admin,system:masters\n")
     client_port, peer_port, api_port = free_port(), free_port(), free_port()
@@ -215,7 +230,7 @@ def apiserver(tmp_path_factory, crds_dir) -> ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={work / 'sa.pub'}",
             f"--service-account-signing-key-file={work / 'sa.key'}",
-            "--service-cluster-ip-range=10.0.0.0/24", "--advertise-address=127.0.0.1",
+            f"--service-cluster-ip-range={service_cidr}", f"--advertise-address={advertise}",
             "--disable-admission-plugins=ServiceAccount",
         ], Path(api.log), env)  # fmt: skip
         pids.append(api.pid)
@@ -224,7 +239,8 @@ def apiserver(tmp_path_factory, crds_dir) -> ControlPlane:
         except StackError as e:
             pytest.fail(f"{e}:\n{Path(api.log).read_text()[-3000:]}")
         deadline = time.monotonic() + 60
-        cp = ControlPlane(url=url, token=token, kubeconfig=kubeconfig)
+        cp = ControlPlane(url=url, token=token, kubeconfig=kubeconfig, workdir=work,
+                          network=network)  # fmt: skip
         for crd in sorted(crds_dir.glob("*.yaml")):
             # `create`, not `apply`: the last-applied annotation would exceed 256 KiB.
             doc = for_apiserver_1_20(yaml.safe_load(crd.read_text()))
@@ -242,4 +258,6 @@ def apiserver(tmp_path_factory, crds_dir) -> ControlPlane:
     finally:
         for pid in reversed(pids):
             stop_process(pid)
+        if network is not None:
+            network.down()
         shutil.rmtree(work / "etcd", ignore_errors=True)

