@@ -593,64 +593,6 @@ def test_a_rejected_canary_is_rolled_back_and_tested_again_on_the_next_run(rejec
     assert sum(t["percent"] for t in traffic if t["revisionName"] == rolled) == 100
 
 
-def _requests_served(ip: str) -> float:
-    with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=10) as r:  # noqa: S310
-        text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("request_predict_seconds_count"))  # fmt: skip
-
-
-def test_two_live_revisions_split_traffic_90_10(rejected, cluster, deploy_inputs, apiserver):  # noqa: F811
-    """A canary at 10% (a user's `kubectl patch`): both revisions answer through the
-    predictor's cluster-local name, in about the set proportion."""
-    custom, core = _api(apiserver)
-    # a new revision of the same good bytes (another storageUri string), 10% of the traffic
-    custom.patch_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
-                                          "inferenceservices", SERVE_NAME, {"spec": {"predictor": {
-                                              "canaryTrafficPercent": 10,
-                                              "model": {"storageUri": deploy_inputs["again"] + "/"}}}})  # fmt: skip
-
-    def split():
-        obj = custom.get_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
-                                                  "inferenceservices", SERVE_NAME)  # fmt: skip
-        traffic = (
-            (obj.get("status") or {}).get("components", {}).get("predictor", {}).get("traffic", [])
-        )
-        return traffic if sorted(t["percent"] for t in traffic) == [10, 90] else None
-
-    traffic = _wait(split, 180, "a 90/10 traffic split")
-    ips = {}
-    for t in traffic:
-        (pod,) = [p for p in core.list_namespaced_pod(
-            NAMESPACE, label_selector=f"serving.knative.dev/revision={t['revisionName']}").items
-            if p.status.phase == "Running"]  # fmt: skip
-        ips[t["percent"]] = pod.status.pod_ip
-    before = {p: _requests_served(ip) for p, ip in ips.items()}
-    client = f"""
-import json, urllib.request
-ok = 0
-for i in range(200):
-    req = urllib.request.Request("http://{SERVE_NAME}-predictor/v1/models/{SERVE_NAME}:predict",
-        json.dumps({{"instances": ["fine product number %d" % i]}}).encode(),
-        {{"Content-Type": "application/json"}})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        ok += r.status == 200
-print("CLIENT", ok)
-"""
-    core.create_namespaced_pod(NAMESPACE, {"metadata": {"name": "split-client"}, "spec": {
-        "restartPolicy": "Never", "automountServiceAccountToken": False,
-        "containers": [{"name": "client", "image": f"{IMAGE_REGISTRY}/train:{IMAGE_TAG}",
-                        "command": ["python", "-c", client],
-                        "securityContext": {"readOnlyRootFilesystem": True}}]}})  # fmt: skip
-    _wait(lambda: core.read_namespaced_pod("split-client", NAMESPACE).status.phase
-          in ("Succeeded", "Failed"), 240, "the client pod")  # fmt: skip
-    log = core.read_namespaced_pod_log("split-client", NAMESPACE)
-    assert "CLIENT 200" in log, log[-2000:]
-    served = {p: _requests_served(ip) - before[p] for p, ip in ips.items()}
-    assert served[10] > 0 and served[90] > 0, served  # both revisions answered
-    assert served[90] > 3 * served[10], served  # ~90/10 (binomial: 10% of 200, sd ~4)
-
-
 def test_the_charts_rendering_serves_and_its_helm_test_passes(two_live_cleanup, cluster, settings,
                                                               deploy_inputs, apiserver):  # noqa: F811  # fmt: skip
     """`helm install` of charts/review-classifier with the same registered version, then its
