@@ -286,7 +286,13 @@ def test_monitor_on_a_cluster_starts_a_kfp_run_with_the_feedback(
                        **pandas_read_options())  # fmt: skip
     real = real[real["review_body"].str.strip() != ""].iloc[300:600]
     since = pd.Timestamp.now(tz="UTC").isoformat()
-    _send(info.services["predictor-review-classifier"].url, list(real["review_body"]))
+    predictor = info.services["predictor-review-classifier"].url
+    _send(predictor, list(real["review_body"]))
+    # as on a cluster, where the sink has what the predictor sent: it sends a low-confidence
+    # capture once its top words are computed (when idle), so wait for those, then flush
+    from pipelines.monitor import _wait_for_captures
+
+    _wait_for_captures(predictor.split("/v1/")[0])
     httpx.post(f"{info.services['capture-sink'].url}/flush", timeout=60).raise_for_status()
     labelled = "request_id,instance,time,text,label\nr9,0,2026-12-01T08:00:00Z,Works fine,4\n"
     S3Storage(settings).put_bytes(f"s3://{settings.data_bucket}/monitoring/labelled/b2.csv",
