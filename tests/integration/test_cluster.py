@@ -624,6 +624,18 @@ def test_the_charts_rendering_serves_and_its_helm_test_passes(two_live_cleanup, 
                    for c in (obj.get("status") or {}).get("conditions", []))  # fmt: skip
 
     _wait(ready, 180, f"{name} to be Ready")
+    # KServe's :explain verb on the chart's predictor (the pod the rendered runtime started)
+    (pod,) = [p for p in core.list_namespaced_pod(
+        NAMESPACE, label_selector=f"serving.kserve.io/inferenceservice={name}").items
+        if p.status.phase == "Running"]  # fmt: skip
+    req = urllib.request.Request(
+        f"http://{pod.status.pod_ip}:8080/v1/models/{name}:explain",
+        json.dumps({"instances": ["Broke after a day, waste of money."]}).encode(),
+        {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310 (the pod)
+        explained = json.loads(r.read())
+    words = [w["word"] for w in explained["explanations"][0]["attributions"]]
+    assert words[:2] == ["Broke", "after"], explained
     hook = by_kind["Pod"]  # what `helm test rc` creates
     core.create_namespaced_pod(NAMESPACE, hook)
     _wait(lambda: core.read_namespaced_pod(hook["metadata"]["name"], NAMESPACE).status.phase
