@@ -46,7 +46,10 @@ def _splice(client: socket.socket, target: Target, first: bytes = b"") -> bool:
 
 
 class _Listener:
-    def __init__(self, ip: str, port: int) -> None:
+    """Accepts on ``ip:port`` and hands each connection to ``handle`` on its own thread."""
+
+    def __init__(self, ip: str, port: int, handle: Callable[[socket.socket], None]) -> None:
+        self.handle = handle
         self.server = socket.create_server((ip, port))
         self.server.settimeout(0.5)
         self.stopped = threading.Event()
@@ -64,9 +67,6 @@ class _Listener:
             client.settimeout(None)
             threading.Thread(target=self.handle, args=(client,), daemon=True).start()
 
-    def handle(self, client: socket.socket) -> None:
-        raise NotImplementedError
-
     def stop(self) -> None:
         self.stopped.set()
         self.server.close()
@@ -77,9 +77,9 @@ class Relay(_Listener):
 
     def __init__(self, ip: str, port: int, pick: Callable[[], Target | None]) -> None:
         self.pick = pick
-        super().__init__(ip, port)
+        super().__init__(ip, port, self._relay)
 
-    def handle(self, client: socket.socket) -> None:
+    def _relay(self, client: socket.socket) -> None:
         target = self.pick()
         if target is None or not _splice(client, target):
             client.close()
@@ -90,9 +90,9 @@ class HostRouter(_Listener):
 
     def __init__(self, ip: str, port: int, route: Callable[[str], Target | None]) -> None:
         self.route = route
-        super().__init__(ip, port)
+        super().__init__(ip, port, self._route_request)
 
-    def handle(self, client: socket.socket) -> None:
+    def _route_request(self, client: socket.socket) -> None:
         head = b""
         try:
             while b"\r\n\r\n" not in head and len(head) < 65536:

@@ -284,11 +284,13 @@ def test_rank0_log_is_streamed_through_the_api(trainjob_run, apiserver):  # noqa
 def test_deleting_the_trainjob_garbage_collects_its_pods(trainjob_run, apiserver):  # noqa: F811
     custom, core = _api(apiserver)
     name = job_name(trainjob_run["run_id"])
+    selector = f"jobset.sigs.k8s.io/jobset-name={name}"
+    assert len(core.list_namespaced_pod(NAMESPACE, label_selector=selector).items) == 2
     custom.delete_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", NAMESPACE,
                                            "trainjobs", name)  # fmt: skip
-    selector = f"jobset.sigs.k8s.io/jobset-name={name}"
     _wait(lambda: not core.list_namespaced_pod(NAMESPACE, label_selector=selector).items, 60,
           "the garbage collector to delete the TrainJob's pods")  # fmt: skip
+    assert not core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
 
 
 def test_a_two_node_launcher_holds_no_gpu(cluster, compiled, uploaded_splits, settings, apiserver):  # noqa: F811
