@@ -31,9 +31,11 @@ in its own environment (`make k8s-tools`), as that image is its own.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -124,6 +126,7 @@ class PodRun:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     last_state: dict = field(default_factory=dict)
+    container_pid: int | None = None  # its PID 1, seen from the host
 
     @property
     def name(self) -> str:
@@ -244,7 +247,11 @@ class PodRun:
         return hosts, resolv
 
     def argv(
-        self, env: dict[str, str], c: dict | None = None, command: list[str] | None = None
+        self,
+        env: dict[str, str],
+        c: dict | None = None,
+        command: list[str] | None = None,
+        info_fd: int | None = None,
     ) -> list[str]:
         c = c or self.container
         uid, gid = self.identity(c)
@@ -314,6 +321,11 @@ class PodRun:
             command = [expand(a, env) for a in [*entry, *args]]
         if not command:
             raise PodConfigError(f"image {c['image']} has no ENTRYPOINT: the pod needs a command")
+        if info_fd is not None:
+            # the container's command is its PID 1, as under a container runtime: SIGTERM
+            # reaches it alone, and only a handler it installs acts on it (the kernel's rule for
+            # a namespace's init); bwrap says its host pid on the info fd
+            argv += ["--as-pid-1", "--info-fd", str(info_fd)]
         argv += ["--unshare-user", "--uid", str(uid), "--gid", str(gid), "--die-with-parent",
                  "--chdir", cwd, "--", *command]  # fmt: skip
         return ["nsenter", f"--net={self.netns}", "--", *argv]
@@ -359,11 +371,26 @@ class PodRun:
 
     def start(self) -> subprocess.Popen:
         env = self.environment()
-        argv = self.argv(env)
-        with open(self.log_path, "ab") as log:
-            # the pod's environment only: nothing of the test process leaks in
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        read_end, write_end = os.pipe()
+        try:
+            argv = self.argv(env, info_fd=write_end)
+            with open(self.log_path, "ab") as log:
+                # the pod's environment only: nothing of the test process leaks in
+                self.proc = subprocess.Popen(argv, env=env, stdout=log,  # noqa: S603
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True, pass_fds=(write_end,))  # fmt: skip
+            os.close(write_end)
+            write_end = -1
+            info = b""
+            while chunk := os.read(read_end, 4096):  # closed by bwrap once written, or at exit
+                info += chunk
+                if b"}" in info:
+                    break
+            self.container_pid = json.loads(info).get("child-pid") if info else None
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
         return self.proc
 
     def exec_hook(self, command: list[str], timeout: float) -> int | None:
@@ -377,15 +404,20 @@ class PodRun:
             return None
 
     def signal(self, sig: int) -> None:
+        """``sig`` to the container's PID 1 (what the runtime's StopContainer does); SIGKILL to
+        the whole sandbox."""
         if self.running():
             try:
-                os.killpg(self.proc.pid, sig)
+                if sig == signal.SIGKILL or not self.container_pid:
+                    os.killpg(self.proc.pid, signal.SIGKILL if sig == signal.SIGKILL else sig)
+                else:
+                    os.kill(self.container_pid, sig)
             except ProcessLookupError:
                 pass
 
     def kill(self) -> None:
         if self.running():
-            self.signal(9)
+            self.signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
 
     def cleanup(self) -> None:

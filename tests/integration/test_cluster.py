@@ -8,7 +8,7 @@ KServe + Knative and KFP's driver/launcher. Every pod has its own network namesp
 and sees only the cluster's DNS names; the KFP steps under test (the train launcher, the deploy
 rollout) run as pods too, with the pipeline's own service account and RBAC.
 
-About 9 minutes on 2 cores.
+With tests/k8s, about 7 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -446,8 +446,9 @@ def deploy_inputs(cluster, trained, splits, settings, storage) -> dict:
 
     base = f"s3://{settings.data_bucket}/tests/registered"
     good, again = f"{base}/good/artifacts/model", f"{base}/again/artifacts/model"
-    storage.upload_dir(trained["model_dir"], good + "/")
-    storage.upload_dir(trained["model_dir"], again + "/")
+    third = f"{base}/third/artifacts/model"
+    for uri in (good, again, third):
+        storage.upload_dir(trained["model_dir"], uri + "/")
     test = pd.read_parquet(splits[0] / "test")
     texts, y = test["review_body"].tolist()[:200], test["label"].to_numpy()[:200]
     model = Classifier(trained["model_dir"])
@@ -457,7 +458,7 @@ def deploy_inputs(cluster, trained, splits, settings, storage) -> dict:
     ev = f"{base}/evaluation.json"
     storage.put_bytes(ev, json.dumps({"smoke_set": held}).encode())
     storage.put_bytes(f"{base}/evaluation-bad.json", json.dumps({"smoke_set": bad_held}).encode())
-    return {"good": good, "again": again, "evaluation": ev,
+    return {"good": good, "again": again, "third": third, "evaluation": ev,
             "evaluation_bad": f"{base}/evaluation-bad.json", "held": held}  # fmt: skip
 
 
@@ -595,6 +596,65 @@ def test_a_rejected_canary_is_rolled_back_and_tested_again_on_the_next_run(rejec
     assert sum(t["percent"] for t in traffic if t["revisionName"] == rolled) == 100
 
 
+def _served_texts(base: str) -> float:
+    """Texts a predictor pod has run through its batcher (its own /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:  # noqa: S310 (the pod)
+        text = r.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text)
+               for s in f.samples if s.name == "review_classifier_batch_size_sum")  # fmt: skip
+
+
+def test_two_live_revisions_share_traffic_by_the_canary_percent(rejected, deploy_inputs, cluster,
+                                                                apiserver):  # noqa: F811  # fmt: skip
+    """A user's own canary (`kubectl patch`: a new storageUri at canaryTrafficPercent 10): both
+    revisions run, and the cluster-local gateway splits connections about 90/10 between them."""
+    import http.client
+
+    custom, core = _api(apiserver)
+    custom.patch_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
+                                          "inferenceservices", SERVE_NAME, {"spec": {"predictor": {
+        "canaryTrafficPercent": 10,
+        "model": {"storageUri": deploy_inputs["third"]}}}})  # fmt: skip
+    old, new = f"{SERVE_NAME}-predictor-00001", f"{SERVE_NAME}-predictor-00003"
+
+    def split() -> dict[str, int]:
+        obj = custom.get_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
+                                                  "inferenceservices", SERVE_NAME)  # fmt: skip
+        traffic = ((obj.get("status") or {}).get("components", {}).get("predictor", {})
+                   .get("traffic", []))  # fmt: skip
+        return {t["revisionName"]: t["percent"] for t in traffic}
+
+    _wait(lambda: split() == {old: 90, new: 10}, 180, "the 90/10 split in the status")
+
+    def pod_base(revision: str) -> str:
+        pods = [p for p in core.list_namespaced_pod(
+            NAMESPACE, label_selector=f"serving.knative.dev/revision={revision}").items
+            if p.status.phase == "Running" and not p.metadata.deletion_timestamp]  # fmt: skip
+        assert len(pods) == 1, [p.metadata.name for p in pods]
+        return f"http://{pods[0].status.pod_ip}:8080"
+
+    bases = {rev: pod_base(rev) for rev in (old, new)}
+    before = {rev: _served_texts(b) for rev, b in bases.items()}
+    body = json.dumps({"instances": ["Arrived late but works well."]})
+    statuses = []
+    for _ in range(300):  # a connection each: the gateway splits connections
+        conn = http.client.HTTPConnection(cluster.serving.gateway_ip, 80, timeout=30)
+        conn.request("POST", f"/v1/models/{SERVE_NAME}:predict", body,
+                     {"Host": f"{SERVE_NAME}-predictor.{NAMESPACE}.svc.cluster.local",
+                      "Content-Type": "application/json"})  # fmt: skip
+        response = conn.getresponse()
+        response.read()
+        statuses.append(response.status)
+        conn.close()
+    counts = {rev: _served_texts(b) - before[rev] for rev, b in bases.items()}
+    assert statuses == [200] * 300, sorted(set(statuses))
+    assert counts[old] + counts[new] == 300, counts
+    # 10% of 300 is 30 (sd 5.2): well inside 12..60, far from an even or an all-or-nothing split
+    assert 12 <= counts[new] <= 60, counts
+
+
 def test_the_charts_rendering_serves_and_its_helm_test_passes(two_live_cleanup, cluster, settings,
                                                               deploy_inputs, apiserver):  # noqa: F811  # fmt: skip
     """`helm install` of charts/review-classifier with the same registered version, then its
@@ -660,3 +720,115 @@ def two_live_cleanup(cluster, apiserver):  # noqa: F811
     _wait(lambda: not core.list_namespaced_pod(
         NAMESPACE, label_selector=f"serving.kserve.io/inferenceservice={SERVE_NAME}").items,
         90, "the garbage collector to remove the first service's pods")  # fmt: skip
+
+
+# ---- RawDeployment: the deploy step's pod, two replicas, one deleted under load ---------------
+RAW_NAME = "rc-raw"
+
+
+class _Caller(threading.Thread):
+    """A keep-alive client of a Service address: requests back to back; on the server's
+    ``Connection: close`` it opens a new connection (as an HTTP client pool does)."""
+
+    def __init__(self, ip: str, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.ip, self.stop = ip, stop
+        self.answered: list[tuple[float, int]] = []  # (sent at, status)
+        self.errors: list[tuple[float, str]] = []
+
+    def run(self) -> None:
+        import http.client
+
+        body = json.dumps({"instances": ["Stopped charging after two weeks."]})
+        conn = None
+        while not self.stop.is_set():
+            conn = conn or http.client.HTTPConnection(self.ip, 80, timeout=60)
+            sent = time.monotonic()
+            try:
+                conn.request("POST", f"/v1/models/{RAW_NAME}:predict", body,
+                             {"Content-Type": "application/json"})  # fmt: skip
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as e:  # reset, refused, closed unanswered
+                self.errors.append((sent, f"{type(e).__name__}: {e}"))
+                conn.close()
+                conn = None
+                continue
+            self.answered.append((sent, response.status))
+            if response.will_close:
+                conn.close()
+                conn = None
+
+
+@pytest.fixture(scope="module")
+def raw_served(cluster, compiled, deploy_inputs, stack, apiserver):  # noqa: F811
+    """The other services go first (2 cores); then the deploy step's own pod rolls out
+    RawDeployment with two replicas."""
+    custom, core = _api(apiserver)
+    for obj in custom.list_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
+                                                    "inferenceservices")["items"]:  # fmt: skip
+        custom.delete_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
+                                               "inferenceservices", obj["metadata"]["name"])  # fmt: skip
+    _wait(lambda: not core.list_namespaced_pod(
+        NAMESPACE, label_selector="serving.kserve.io/inferenceservice").items,
+        120, "the other services' pods to go")  # fmt: skip
+    version = _register(stack, deploy_inputs["third"])
+    result = _deploy(cluster, compiled, apiserver, deploy_inputs["third"], version,
+                     deploy_inputs["evaluation"], "deploy-raw", service_name=RAW_NAME,
+                     deployment_mode="RawDeployment", min_replicas=2, max_replicas=2)  # fmt: skip
+    return {**result, "version": version}
+
+
+def test_raw_deployment_rolled_out_by_the_deploy_pod_with_an_hpa(raw_served, apiserver):  # noqa: F811
+    assert raw_served["phase"] == "Succeeded", raw_served["log"][-4000:]
+    assert "answered the held-out reviews" in raw_served["log"]
+    from kubernetes import client
+
+    api = apiserver.api_client()
+    dep = client.AppsV1Api(api).read_namespaced_deployment(f"{RAW_NAME}-predictor", NAMESPACE)
+    assert dep.spec.replicas == 2 and dep.status.ready_replicas == 2
+    pod = dep.spec.template.spec
+    assert pod.termination_grace_period_seconds == 35
+    assert pod.containers[0].lifecycle.pre_stop._exec.command[0] == "python"
+    hpa = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "autoscaling", "v2beta2", NAMESPACE, "horizontalpodautoscalers", f"{RAW_NAME}-predictor"
+    )
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+def test_a_predictor_pod_deleted_under_load_loses_no_request(raw_served, apiserver):  # noqa: F811
+    """16 keep-alive callers on the Service address; one of the two pods is deleted (preStop
+    wait, endpoints controller drops it, SIGTERM, drain): every request sent is answered 200."""
+    _, core = _api(apiserver)
+    ip = core.read_namespaced_service(f"{RAW_NAME}-predictor", NAMESPACE).spec.cluster_ip
+    pods = [p for p in core.list_namespaced_pod(
+        NAMESPACE, label_selector=f"serving.kserve.io/inferenceservice={RAW_NAME}").items
+        if p.status.phase == "Running"]  # fmt: skip
+    assert len(pods) == 2
+    victim = pods[0]
+    stop = threading.Event()
+    callers = [_Caller(ip, stop) for _ in range(16)]
+    for c in callers:
+        c.start()
+    time.sleep(4)
+    deleted = time.monotonic()
+    core.delete_namespaced_pod(victim.metadata.name, NAMESPACE)  # the pod's own grace period
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_pod(victim.metadata.name, NAMESPACE)
+        except Exception:  # noqa: BLE001 - 404: the kubelet's final delete
+            return True
+        return False
+
+    _wait(gone, 60, f"{victim.metadata.name} to terminate")
+    time.sleep(2)
+    stop.set()
+    for c in callers:
+        c.join(timeout=60)
+    errors = [(round(t - deleted, 2), e) for c in callers for t, e in c.errors]
+    answered = [a for c in callers for a in c.answered]
+    assert errors == [], f"{len(errors)} requests lost: {errors[:5]}"
+    assert answered and all(s == 200 for _, s in answered), {s for _, s in answered}
+    # requests went on being answered through the deletion and after the pod was gone
+    assert [a for a in answered if a[0] > deleted + 15]
