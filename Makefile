@@ -24,7 +24,9 @@ OVERLAY ?= eks
 NAMESPACE ?= review-classifier
 MLFLOW_VALUES ?=
 K8S_TOOLS_DIR ?= $(HOME)/.cache/review-classifier/k8s-tools
-K8S_STAMP := $(K8S_TOOLS_DIR)/.installed
+# The tools live outside the checkout (shared by every clone): the stamp is named by the
+# installer's content, so a fresh clone (new mtimes) reuses them and a changed installer re-runs.
+K8S_STAMP := $(K8S_TOOLS_DIR)/.installed-$(shell sha256sum tools/k8s/install.sh 2>/dev/null | cut -c1-12)
 export LOCAL_STATE_DIR := $(STATE_DIR)
 export K8S_TOOLS_DIR
 
@@ -57,7 +59,7 @@ lock: ## Re-resolve the pins in pyproject.toml into constraints.txt (fresh venv)
 	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
 
 K8S_LOG := $(STATE_DIR)/logs/k8s-tools.log
-$(K8S_STAMP): tools/k8s/install.sh
+$(K8S_STAMP):
 	@mkdir -p $(dir $(K8S_LOG))
 	@echo "Installing the Kubernetes test tools into $(K8S_TOOLS_DIR) (first use: about 5 minutes; log: $(K8S_LOG))"
 	@PYTHON=$(PYTHON) bash tools/k8s/install.sh > $(K8S_LOG) 2>&1 \

@@ -272,9 +272,7 @@ class PodRun:
             # at its own path also when the checkout lives under /tmp or $HOME
             if not Path("/opt/venv").exists():  # the image's /opt holds its venv
                 argv += ["--tmpfs", "/opt"]
-            argv += ["--ro-bind", sys.prefix, "/opt/venv", "--ro-bind", str(ROOT), str(ROOT)]
-            if (ROOT / ".local").exists():
-                argv += ["--tmpfs", str(ROOT / ".local")]
+            argv += ["--ro-bind", sys.prefix, "/opt/venv"]
         elif TOOLS.is_relative_to(Path.home()) or TOOLS.is_relative_to("/tmp"):
             argv += ["--ro-bind", str(TOOLS), str(TOOLS)]  # the "image"'s files
         mounted = set()
@@ -300,6 +298,12 @@ class PodRun:
             target = mount["mountPath"].replace("/var/run/", "/run/", 1)
             argv += ["--ro-bind" if mount.get("readOnly") else "--bind", str(src), target]
             mounted.add(mount["mountPath"])
+        if image is not STORAGE_INITIALIZER:
+            # the checkout last, over the pod's volumes: an emptyDir at /tmp (the serving
+            # runtime's) must not hide a checkout that lives under /tmp
+            argv += ["--ro-bind", str(ROOT), str(ROOT)]
+            if (ROOT / ".local").exists():
+                argv += ["--tmpfs", str(ROOT / ".local")]
         if "AWS_WEB_IDENTITY_TOKEN_FILE" in env:
             token = self.workdir / "irsa-token"
             token.write_text("harness-web-identity-token")
