@@ -413,7 +413,7 @@ class PodRun:
         if self.running():
             try:
                 if sig == signal.SIGKILL or not self.container_pid:
-                    os.killpg(self.proc.pid, signal.SIGKILL if sig == signal.SIGKILL else sig)
+                    os.killpg(self.proc.pid, sig)
                 else:
                     os.kill(self.container_pid, sig)
             except ProcessLookupError:

@@ -29,6 +29,7 @@ from components.common.errors import PlatformError
 from components.common.storage import parse_s3_uri
 from components.train.cluster import ClusterSpec, JobRunner, job_name, kind_for
 from components.train.component import train
+from tests.callers import KeepAliveCaller
 from tests.cluster.control import start_controllers, stop_controllers
 from tests.cluster.controllers import Cluster
 from tests.cluster.kfp import CompiledPipeline, run_pod
@@ -708,70 +709,40 @@ def test_the_charts_rendering_serves_and_its_helm_test_passes(two_live_cleanup, 
     assert "star_rating" in log and f"{name}-predictor.{NAMESPACE}.svc.cluster.local" in log
 
 
+def _remove_services(apiserver, names: list[str] | None = None) -> None:  # noqa: F811
+    """Delete these InferenceServices (all by default) and wait for the garbage collector to
+    remove their pods: two predictors at a time on 2 cores."""
+    custom, core = _api(apiserver)
+    if names is None:
+        names = [o["metadata"]["name"] for o in custom.list_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices")["items"]]  # fmt: skip
+    for name in names:
+        try:
+            custom.delete_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
+                                                   "inferenceservices", name)  # fmt: skip
+        except Exception:  # noqa: BLE001 - not there
+            pass
+    for name in names:
+        _wait(lambda name=name: not core.list_namespaced_pod(
+            NAMESPACE, label_selector=f"serving.kserve.io/inferenceservice={name}").items,
+            120, f"the garbage collector to remove {name}'s pods")  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def two_live_cleanup(cluster, apiserver):  # noqa: F811
     """The first service goes before the chart's: two predictors at a time on 2 cores."""
-    custom, core = _api(apiserver)
-    try:
-        custom.delete_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
-                                               "inferenceservices", SERVE_NAME)  # fmt: skip
-    except Exception:  # noqa: BLE001 - not there
-        pass
-    _wait(lambda: not core.list_namespaced_pod(
-        NAMESPACE, label_selector=f"serving.kserve.io/inferenceservice={SERVE_NAME}").items,
-        90, "the garbage collector to remove the first service's pods")  # fmt: skip
+    _remove_services(apiserver, [SERVE_NAME])
 
 
 # ---- RawDeployment: the deploy step's pod, two replicas, one deleted under load ---------------
 RAW_NAME = "rc-raw"
 
 
-class _Caller(threading.Thread):
-    """A keep-alive client of a Service address: requests back to back; on the server's
-    ``Connection: close`` it opens a new connection (as an HTTP client pool does)."""
-
-    def __init__(self, ip: str, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.ip, self.stop = ip, stop
-        self.answered: list[tuple[float, int]] = []  # (sent at, status)
-        self.errors: list[tuple[float, str]] = []
-
-    def run(self) -> None:
-        import http.client
-
-        body = json.dumps({"instances": ["Stopped charging after two weeks."]})
-        conn = None
-        while not self.stop.is_set():
-            conn = conn or http.client.HTTPConnection(self.ip, 80, timeout=60)
-            sent = time.monotonic()
-            try:
-                conn.request("POST", f"/v1/models/{RAW_NAME}:predict", body,
-                             {"Content-Type": "application/json"})  # fmt: skip
-                response = conn.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException) as e:  # reset, refused, closed unanswered
-                self.errors.append((sent, f"{type(e).__name__}: {e}"))
-                conn.close()
-                conn = None
-                continue
-            self.answered.append((sent, response.status))
-            if response.will_close:
-                conn.close()
-                conn = None
-
-
 @pytest.fixture(scope="module")
 def raw_served(cluster, compiled, deploy_inputs, stack, apiserver):  # noqa: F811
     """The other services go first (2 cores); then the deploy step's own pod rolls out
     RawDeployment with two replicas."""
-    custom, core = _api(apiserver)
-    for obj in custom.list_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
-                                                    "inferenceservices")["items"]:  # fmt: skip
-        custom.delete_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE,
-                                               "inferenceservices", obj["metadata"]["name"])  # fmt: skip
-    _wait(lambda: not core.list_namespaced_pod(
-        NAMESPACE, label_selector="serving.kserve.io/inferenceservice").items,
-        120, "the other services' pods to go")  # fmt: skip
+    _remove_services(apiserver)
     version = _register(stack, deploy_inputs["third"])
     result = _deploy(cluster, compiled, apiserver, deploy_inputs["third"], version,
                      deploy_inputs["evaluation"], "deploy-raw", service_name=RAW_NAME,
@@ -807,7 +778,8 @@ def test_a_predictor_pod_deleted_under_load_loses_no_request(raw_served, apiserv
     assert len(pods) == 2
     victim = pods[0]
     stop = threading.Event()
-    callers = [_Caller(ip, stop) for _ in range(16)]
+    callers = [KeepAliveCaller(ip, 80, RAW_NAME, "Stopped charging after two weeks.", stop,
+                               reconnect=True) for _ in range(16)]  # fmt: skip
     for c in callers:
         c.start()
     time.sleep(4)

@@ -7,8 +7,6 @@ gets SIGTERM, as a pod does when Kubernetes stops it.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
 import subprocess
@@ -21,46 +19,12 @@ import pytest
 
 from components.common.processes import free_port
 from components.deploy.checks import model_ready
+from tests.callers import KeepAliveCaller
 from tests.models import tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLIENTS = 32
-BODY = json.dumps({"instances": ["Works fine, arrived on time and the price was right."]})
-
-
-class Client(threading.Thread):
-    """One keep-alive connection: requests back to back until the server says it closes."""
-
-    def __init__(self, port: int, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.port, self.stop = port, stop
-        self.sent: list[float] = []  # when each request was written
-        self.answered: list[tuple[float, int]] = []  # (when it was written, status)
-        self.errors: list[tuple[float, str]] = []
-        self.closed_by_server = False
-
-    def run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        conn.connect()
-        while not self.stop.is_set():
-            sent = time.monotonic()
-            self.sent.append(sent)
-            try:
-                conn.request("POST", "/v1/models/rc:predict", BODY,
-                             {"Content-Type": "application/json"})  # fmt: skip
-                response = conn.getresponse()
-                response.read()
-            except OSError as e:  # reset, refused, broken pipe: a lost request
-                self.errors.append((sent, f"{type(e).__name__}: {e}"))
-                return
-            except http.client.HTTPException as e:  # RemoteDisconnected: closed unanswered
-                self.errors.append((sent, f"{type(e).__name__}: {e}"))
-                return
-            self.answered.append((sent, response.status))
-            if response.will_close:  # Connection: close, the server's clean goodbye
-                self.closed_by_server = True
-                conn.close()
-                return
+TEXT = "Works fine, arrived on time and the price was right."
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +49,7 @@ def test_sigterm_under_keep_alive_load_answers_every_request_and_resets_none(mod
             assert time.monotonic() < deadline, "predictor not ready in 120s"
             time.sleep(0.3)
         stop = threading.Event()
-        clients = [Client(port, stop) for _ in range(CLIENTS)]
+        clients = [KeepAliveCaller("127.0.0.1", port, "rc", TEXT, stop) for _ in range(CLIENTS)]
         for c in clients:
             c.start()
         time.sleep(3)  # every connection open and busy
