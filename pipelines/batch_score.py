@@ -27,10 +27,11 @@ def batch_score(
     input_format: str = "auto",
     spark_master: str = "local[*]",
     precision: str = "auto",
+    variant: str = "auto",
 ) -> str:
     task = score(input_uri=input_uri, output_uri=output_uri, model=model,
                  model_version=model_version, input_format=input_format,
-                 spark_master=spark_master, precision=precision)  # fmt: skip
+                 spark_master=spark_master, precision=precision, variant=variant)  # fmt: skip
     task.set_display_name("score (Spark)").set_caching_options(False)
     task.set_cpu_limit("8").set_memory_limit("32G")
     # With a k8s:// spark_master this pod is the Spark driver; executors reach it at its IP.

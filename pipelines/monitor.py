@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def _local_stack(settings: Settings) -> Settings | None:
     """Point clients at the running local stack and flush its capture sink; None if down."""
-    from pipelines.local_deploy import SINK
+    from components.deploy.local import SINK
     from pipelines.stack import LocalStack
 
     info = LocalStack(settings=settings).status()

@@ -11,6 +11,7 @@ from components.common.settings import PLATFORM_CONFIG_MAP, PLATFORM_ENV_KEYS
 from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.evaluate.gate import GateConfig
+from components.evaluate.variants import VariantConfig
 from components.ingest.component import ingest
 from components.ingest.config import IngestConfig
 from components.train.component import (
@@ -95,6 +96,8 @@ def review_classifier(
     baseline_test: str = _GATE.baseline_test,
     max_regression: float = _GATE.max_regression,
     max_category_accuracy_gap: float = _GATE.max_category_accuracy_gap,
+    variant_tolerance: float = VariantConfig.tolerance,
+    serving_variant: str = "auto",
     deploy_model: bool = True,
     deploy_target: str = "cluster",
     service_name: str = "review-classifier",
@@ -185,7 +188,7 @@ def review_classifier(
         kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, min_accuracy=min_accuracy,
         gate_metric=metric, min_gain_over_baseline=min_gain_over_baseline,
         baseline_test=baseline_test, max_regression=max_regression,
-        max_category_accuracy_gap=max_category_accuracy_gap,
+        max_category_accuracy_gap=max_category_accuracy_gap, variant_tolerance=variant_tolerance,
     )  # fmt: skip
     eval_task.set_display_name("evaluate + register").set_caching_options(False)
     eval_task.set_cpu_limit("4").set_memory_limit("16G")
@@ -200,6 +203,7 @@ def review_classifier(
                 service_name=service_name, target=deploy_target, canary_percent=canary_percent,
                 deployment_mode=deployment_mode, gpus=serving_gpus, logger_url=serving_logger_url,
                 address=serving_address, gateway_url=serving_gateway_url,
+                variant=serving_variant,
             )  # fmt: skip
             deploy_task.set_display_name("deploy (KServe)").set_caching_options(False)
             _platform_env(deploy_task)

@@ -21,8 +21,8 @@ def run_local_score(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from pipelines.batch_score import batch_score
-    from pipelines.run import _latest, parse_params, print_step_log, run_with_progress
     from pipelines.stack import LocalStack
+    from pipelines.steps import latest_output, parse_params, print_step_log, run_with_progress
 
     console = Console(file=sys.stdout, soft_wrap=True)  # stdout is the step logs' while running
     if not args.input:
@@ -46,7 +46,7 @@ def run_local_score(args: argparse.Namespace, settings: Settings) -> int:
     root = stack.state_dir / "kfp"
     steps, files, error = run_with_progress(batch_score, params, stack.state_dir, console,
                                             caching=False)  # fmt: skip
-    summary_path = _latest(root, "score", "summary", since=started)
+    summary_path = latest_output(root, "score", "summary", since=started)
     if error or summary_path is None:
         console.print(f"[bold red]Batch scoring failed[/]: {error or 'no summary written'}")
         print_step_log(console, files, next(iter(steps.steps), "score"))

@@ -57,6 +57,7 @@ from components.deploy.addresses import DEFAULT_TAG_TEMPLATE, Endpoint, endpoint
 from components.deploy.record import (
     PROMOTED_REVISION,
     PROMOTED_URI,
+    PROMOTED_VARIANT,
     PROMOTED_VERSION,
     REJECTED_REASON,
     REJECTED_URI,
@@ -73,6 +74,9 @@ MODES = ("Serverless", "RawDeployment")
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 VERSION_ANNOTATION = "review-classifier/model-version"
+VARIANT_ANNOTATION = "review-classifier/variant"  # the serving variant the gate chose (or pinned)
+# read by the predictor (components/serve/__main__.py): which variant, which registered version
+VARIANT_ENV, VERSION_ENV = "REVIEW_CLASSIFIER_VARIANT", "REVIEW_CLASSIFIER_MODEL_VERSION"
 # Conditions that end a rollout at once when False (a revision that cannot start).
 FAILURE_REASONS = ("RevisionFailed", "RevisionMissing", "PredictorConfigurationFailed",
                    "InferenceServiceFailed", "ProgressDeadlineExceeded")  # fmt: skip
@@ -110,6 +114,7 @@ class ServiceSpec:
     scale_target: int | None = None
     canary_percent: int | None = None
     model_version: str = ""
+    variant: str = ""  # components/serve/variants.py name; "" lets the predictor decide
     mode: str = "Serverless"
     # KServe's payload logger (CloudEvents to this URL), for the monitoring sink
     logger_url: str = ""
@@ -184,6 +189,9 @@ def build_inference_service(spec: ServiceSpec) -> dict:
             "env": [{"name": DRAIN_ENV, "value": str(spec.drain_seconds)}],
         },
     }
+    for env, value in ((VARIANT_ENV, spec.variant), (VERSION_ENV, spec.model_version)):
+        if value:
+            predictor["model"]["env"].append({"name": env, "value": value})
     if spec.mode == "RawDeployment":
         # Knative's queue-proxy drains a Serverless pod; a plain Deployment's pod gets SIGTERM
         # while kube-proxy and the ingress may still send it requests. Wait for the endpoint
@@ -210,6 +218,8 @@ def build_inference_service(spec: ServiceSpec) -> dict:
         MODE_ANNOTATION: spec.mode,
         **spec.extra_annotations,
     }
+    if spec.variant:
+        annotations[VARIANT_ANNOTATION] = spec.variant
     if spec.mode == "Serverless":
         annotations[TAG_ROUTING] = "true"
     return {
@@ -322,7 +332,7 @@ class Rollout:
     def _promoted(self, spec: ServiceSpec, obj: dict, revision: str) -> None:
         self.record.write(spec.namespace, spec.name, obj, {
             PROMOTED_URI: spec.storage_uri, PROMOTED_VERSION: spec.model_version,
-            PROMOTED_REVISION: revision,
+            PROMOTED_REVISION: revision, PROMOTED_VARIANT: spec.variant or None,
             REJECTED_URI: None, REJECTED_VERSION: None, REJECTED_REASON: None})  # fmt: skip
 
     def _rejected(self, spec: ServiceSpec, obj: dict | None, reason: str) -> None:

@@ -11,8 +11,9 @@ annotations into the Knative revision template (kserve
 a check would start a new, untested revision (or rolling update) of the same model. The
 ConfigMap is owned by the InferenceService (deleted with it).
 
-Keys: ``promoted-storage-uri`` / ``promoted-version`` / ``promoted-revision`` (written after a
-passing check and the promotion), ``rejected-storage-uri`` / ``rejected-version`` /
+Keys: ``promoted-storage-uri`` / ``promoted-version`` / ``promoted-revision`` /
+``promoted-variant`` (written after a passing check and the promotion),
+``rejected-storage-uri`` / ``rejected-version`` /
 ``rejected-reason`` (written on rollback or a failed create).
 """
 
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 PROMOTED_URI, PROMOTED_VERSION, PROMOTED_REVISION = (
     "promoted-storage-uri", "promoted-version", "promoted-revision")  # fmt: skip
+PROMOTED_VARIANT = "promoted-variant"  # the serving variant that passed the check
 REJECTED_URI, REJECTED_VERSION, REJECTED_REASON = (
     "rejected-storage-uri", "rejected-version", "rejected-reason")  # fmt: skip
 

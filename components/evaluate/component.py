@@ -26,6 +26,7 @@ def evaluate(
     baseline_test: str,
     max_regression: float,
     max_category_accuracy_gap: float,
+    variant_tolerance: float,
     register: bool = True,
 ) -> NamedTuple(
     "Outputs",
@@ -45,7 +46,8 @@ def evaluate(
 
     from components.common.logs import configure_logging
     from components.evaluate.gate import GateConfig
-    from components.evaluate.job import EvalConfig, bias_figures, run_evaluation
+    from components.evaluate.job import EvalConfig, bias_figures, run_evaluation, variant_figures
+    from components.evaluate.variants import VariantConfig
 
     configure_logging()
     data = Path(tempfile.mkdtemp(prefix="eval-data-"))
@@ -62,6 +64,7 @@ def evaluate(
                             min_gain_over_baseline=min_gain_over_baseline,
                             baseline_test=baseline_test, max_regression=max_regression,
                             max_category_accuracy_gap=max_category_accuracy_gap),
+            variants=VariantConfig(tolerance=variant_tolerance),
         )
     )  # fmt: skip
     shutil.copy(out / "evaluation.json", evaluation.path)
@@ -83,6 +86,8 @@ def evaluate(
     for key, value in bias_figures(result["bias"]).items():
         if key.startswith("worst_"):
             metrics.log_metric(key, value)
+    for key, value in variant_figures(result.get("variants")).items():
+        metrics.log_metric(key, value)
     shutil.copy(out / "report.html", report.path)
     evaluation.metadata.update({"gate": result["gate"]["message"]})
     outputs = namedtuple(

@@ -10,9 +10,10 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ from components.evaluate.paired import METRICS
 from components.evaluate.plots import plot_confusion
 from components.evaluate.report import report_html
 from components.evaluate.scoring import score
+from components.evaluate.variants import VariantConfig, public, record_variants
+from components.serve.variants import TARGETS, VARIANTS_DIR, VARIANTS_FILE, choose_variant
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class EvalConfig:
     report: str = ""  # where evaluation.json is kept for the user (default: output_dir's)
     explain_rows: int = 200  # test reviews explained for the global explanation (0: none)
     explain_steps: int = 8
+    variants: VariantConfig | None = field(default_factory=VariantConfig)  # None: not built
 
 
 def predict_probs(classifier: Classifier, texts: list[str], batch_size: int) -> np.ndarray:
@@ -70,11 +74,13 @@ def _load_data(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 
 def smoke_set(texts: list[str], y: np.ndarray, probs: np.ndarray, labels: list[str],
-              size: int = 16) -> list[dict]:  # fmt: skip
+              size: int = 16, variants: dict | None = None) -> list[dict]:  # fmt: skip
     """Up to ``size`` test reviews with the label and confidence the evaluated model gave each.
 
     Taken round-robin over the true labels, so every class is asked; the deploy step sends them
-    to the new revision and rolls it back when its answers disagree.
+    to the new revision and rolls it back when its answers disagree. ``variants`` (the
+    ``variants.json`` record) adds each variant's own label per review: a revision serving a
+    variant is held to what that variant answered in evaluation.
     """
     by_class = [np.flatnonzero(y == c).tolist() for c in range(len(labels))]
     picked: list[int] = []
@@ -82,8 +88,16 @@ def smoke_set(texts: list[str], y: np.ndarray, probs: np.ndarray, labels: list[s
         for rows in by_class:
             if rows and len(picked) < size:
                 picked.append(rows.pop(0))
-    return [{"text": texts[i], "label": labels[int(probs[i].argmax())],
-             "score": round(float(probs[i].max()), 4)} for i in sorted(picked)]  # fmt: skip
+    per_variant = {name: v["predictions"] for name, v in (variants or {}).items()
+                   if "predictions" in v}  # fmt: skip
+    rows = []
+    for i in sorted(picked):
+        row = {"text": texts[i], "label": labels[int(probs[i].argmax())],
+               "score": round(float(probs[i].max()), 4)}  # fmt: skip
+        if per_variant:
+            row["variants"] = {name: labels[int(pred[i])] for name, pred in per_variant.items()}
+        rows.append(row)
+    return rows
 
 
 def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
@@ -135,6 +149,12 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
         plot_top_words(explanation["top_words"], out / "global_explanation.png")
         timings["global_explanation"] = time.perf_counter() - t
 
+    variants = None
+    if cfg.variants is not None and len(texts):
+        t = time.perf_counter()
+        variants = _build_variants(cfg, texts, y, probs, len(labels))
+        timings["variants"] = time.perf_counter() - t
+
     sample = texts[: cfg.behaviour_rows]
     predict = lambda batch: predict_probs(model, batch, cfg.batch_size)  # noqa: E731
     checks = [behaviour.invariance(predict, sample), behaviour.directional(predict, sample, labels)]
@@ -156,7 +176,10 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
         "global_explanation": explanation,
         "data_version": stats.get("data_version"),
         # what a deployment must answer the same way: held-out reviews and this model's labels
-        "smoke_set": smoke_set(texts, y, probs, labels),
+        "smoke_set": smoke_set(texts, y, probs, labels,
+                               variants=variants["record"]["variants"] if variants else None),
+        "variants": public(variants["record"]) if variants else None,
+        "serving": variants["serving"] if variants else None,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "registered_version": None,
         "model_storage_uri": None,
@@ -174,12 +197,55 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
             # the ingest output (splits + stats.json) the monitor compares served traffic with
             "data_uri": stats.get("config", {}).get("output", ""),
         }  # fmt: skip
+        if variants:
+            tags.update(variant_tags(variants))
         result["registered_version"] = registry.register(cfg.model_uri, name, tags)
         result["model_storage_uri"] = registry.model_dir_uri(cfg.model_uri, settings)
+        if variants:  # the variants go with the registered version's files
+            _store_variants(variants["dir"], result["model_storage_uri"], settings)
     (out / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
+    if variants:
+        (out / VARIANTS_FILE).write_text(json.dumps(variants["record"]))
     (out / "report.html").write_text(report_html(result, out))
     _log_to_mlflow(cfg, result, out)
     return result
+
+
+def _build_variants(cfg: EvalConfig, texts: list[str], y: np.ndarray, probs: np.ndarray,
+                    num_labels: int) -> dict:  # fmt: skip
+    """Variants of a copy of the model directory (the step's input stays as it was).
+
+    Returns the record, the serving choice per target, and the directory holding the files.
+    """
+    work = Path(tempfile.mkdtemp(prefix="variants-"))
+    model_dir = work / "model"
+    shutil.copytree(cfg.model_dir, model_dir)
+    vcfg = replace(cfg.variants, metric=cfg.gate.metric, confidence=cfg.gate.confidence)
+    record = record_variants(model_dir, texts, y, probs, num_labels, vcfg)
+    serving = {target: choose_variant(record, target).to_dict() for target in TARGETS}
+    logger.info("serving variant: %s", serving)
+    return {"record": record, "serving": serving, "dir": model_dir}
+
+
+def variant_tags(variants: dict) -> dict[str, str]:
+    """Registry tags: each variant's eligibility and the serving choice per target."""
+    tags = {
+        f"variant.{name}": f"{'eligible' if v.get('eligible') else 'refused'}; "
+        f"{v.get('verdict', '')}"[:500]
+        for name, v in variants["record"]["variants"].items()
+    }
+    for target, choice in variants["serving"].items():
+        tags[f"serving_variant.{target}"] = choice["variant"]
+    return tags
+
+
+def _store_variants(model_dir: Path, storage_uri: str, settings: Settings) -> None:
+    from components.common.storage import S3Storage
+
+    storage = S3Storage(settings)
+    base = storage_uri.rstrip("/")
+    storage.upload_dir(model_dir / VARIANTS_DIR, f"{base}/{VARIANTS_DIR}/")
+    storage.upload_file(model_dir / VARIANTS_FILE, f"{base}/{VARIANTS_FILE}")
 
 
 def _score_champion(name, texts, y, labels, slices, cfg, settings, timings) -> dict | None:
@@ -225,6 +291,7 @@ def _log_to_mlflow(cfg: EvalConfig, result: dict, out: Path) -> None:
     if result["champion"]:
         figures["champion_accuracy"] = result["champion"]["metrics"]["accuracy"]
         figures["champion_macro_f1"] = result["champion"]["metrics"]["macro_f1"]
+    figures.update(variant_figures(result.get("variants")))
     for other, diff in result["comparisons"].items():
         figures[f"diff_vs_{other}"] = diff["difference"]
         figures[f"diff_vs_{other}_ci_low"] = diff["low"]
@@ -233,9 +300,22 @@ def _log_to_mlflow(cfg: EvalConfig, result: dict, out: Path) -> None:
     for key, value in figures.items():
         client.log_metric(cfg.mlflow_run_id, key, value)
     client.log_artifact(cfg.mlflow_run_id, str(out / "evaluation.json"), "evaluation")
-    for name in ("confusion_matrix.png", "report.html", "global_explanation.png"):
+    for name in ("confusion_matrix.png", "report.html", "global_explanation.png", VARIANTS_FILE):
         if (out / name).exists():
             client.log_artifact(cfg.mlflow_run_id, str(out / name), "evaluation")
+
+
+def variant_figures(variants: dict | None) -> dict[str, float]:
+    """Per variant: accuracy, macro-F1, agreement with fp32, the interval's low end, eligible."""
+    figures: dict[str, float] = {}
+    for name, v in ((variants or {}).get("variants") or {}).items():
+        if "accuracy" not in v:
+            continue
+        for key in ("accuracy", "macro_f1", "agreement_with_fp32"):
+            figures[f"variant_{key}.{name}"] = float(v[key])
+        figures[f"variant_diff_ci_low.{name}"] = float(v[f"{variants['metric']}_vs_fp32"]["low"])
+        figures[f"variant_eligible.{name}"] = float(v["eligible"])
+    return figures
 
 
 def bias_figures(bias: dict) -> dict[str, float]:
@@ -289,6 +369,12 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
                    help="test reviews explained for the global explanation (0: none)")  # fmt: skip
     p.add_argument("--explain-steps", type=int, default=e.explain_steps,
                    help="integrated-gradients steps per explained review")  # fmt: skip
+    v = VariantConfig()
+    p.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
+                   help="build and score the serving variants (ONNX fp32, int8, bf16)")  # fmt: skip
+    p.add_argument("--variant-tolerance", type=float, default=v.tolerance,
+                   help="a variant is eligible when the lower end of the paired interval of "
+                   "(variant - fp32) on the gate metric lies above -tolerance")  # fmt: skip
     p.add_argument("--kfp-run-id", default="local", help="pipeline run id for lineage tags")
     a = p.parse_args(argv)
     gate = GateConfig(min_accuracy=a.min_accuracy, metric=a.gate_metric,
@@ -299,7 +385,9 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
                       min_category_rows=a.min_category_rows)  # fmt: skip
     return EvalConfig(a.model_dir, a.data, a.output_dir, a.model_uri, a.mlflow_run_id,
                       a.registered_model_name, a.register, gate, a.kfp_run_id,
-                      explain_rows=a.explain_rows, explain_steps=a.explain_steps)  # fmt: skip
+                      explain_rows=a.explain_rows, explain_steps=a.explain_steps,
+                      variants=VariantConfig(tolerance=a.variant_tolerance)
+                      if a.variants else None)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

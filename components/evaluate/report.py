@@ -39,13 +39,45 @@ def bias_table(facets: dict[str, dict], title: str, worst: dict | None) -> str:
             f"{head}</tr>{''.join(rows)}</table>")  # fmt: skip
 
 
+def variants_table(variants: dict | None, serving: dict | None) -> str:
+    """The serving variants side by side: figures against fp32, eligibility, file hash."""
+    if not variants:
+        return ""
+    rows = []
+    for name, v in variants["variants"].items():
+        if "accuracy" not in v:
+            rows.append(f"<tr><td>{html.escape(name)}</td><td colspan=5>"
+                        f"{html.escape(v.get('verdict', ''))}</td></tr>")  # fmt: skip
+            continue
+        diff = v[f"{variants['metric']}_vs_fp32"]
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(v['accuracy'])}</td>"
+                    f"<td>{_fmt(v['macro_f1'])}</td><td>{diff['difference']:+.4f} "
+                    f"[{diff['low']:+.4f}, {diff['high']:+.4f}]</td>"
+                    f"<td>{_fmt(v['agreement_with_fp32'])}</td>"
+                    f"<td>{'eligible' if v['eligible'] else 'REFUSED'}</td>"
+                    f"<td><code>{html.escape(v.get('sha256', '')[:16])}</code></td>"
+                    "</tr>")  # fmt: skip
+    chosen = "".join(
+        f"<li>{html.escape(t)}: <b>{html.escape(c['variant'])}</b> ({html.escape(c['reason'])})"
+        "</li>" for t, c in (serving or {}).items()
+    )  # fmt: skip
+    return (f"<h2>Serving variants</h2><p>Scored on the same {variants['rows']} test rows as "
+            f"fp32; eligible when the lower end of the paired interval of (variant - fp32) on "
+            f"{html.escape(variants['metric'])} lies above -{variants['tolerance']:.4f}.</p>"
+            "<table border=1 cellpadding=4><tr><th>variant</th><th>accuracy</th>"
+            f"<th>macro-F1</th><th>{html.escape(variants['metric'])} vs fp32 [CI]</th>"
+            "<th>agreement</th><th>gate</th><th>sha256</th></tr>"
+            f"{''.join(rows)}</table><ul>{chosen}</ul>")  # fmt: skip
+
+
 def report_html(result: dict, out: Path) -> str:
     """The whole page for ``result`` (evaluation.json's content) and the PNGs under ``out``."""
     gate = result["gate"]
     checks = "".join(f"<li>{html.escape(c['detail'])}: {'pass' if c['passed'] else 'FAIL'}</li>"
                      for c in gate["checks"])  # fmt: skip
     parts = [f"<h1>{html.escape(gate['message'])}</h1><ul>{checks}</ul>",
-             _image(out / "confusion_matrix.png")]  # fmt: skip
+             _image(out / "confusion_matrix.png"),
+             variants_table(result.get("variants"), result.get("serving"))]  # fmt: skip
     bias = result.get("bias")
     if bias:
         worst = bias["worst_category"]

@@ -17,6 +17,7 @@ def score(
     input_format: str = "auto",
     spark_master: str = "local[*]",
     precision: str = "auto",
+    variant: str = "auto",
 ) -> str:
     """Rate every review under ``input_uri`` with a registered model; Parquet to ``output_uri``."""
     import json
@@ -28,7 +29,8 @@ def score(
     configure_logging()
     result = run_scoring(ScoreConfig(input=input_uri, output=output_uri, model=model,
                                      model_version=model_version, input_format=input_format,
-                                     spark_master=spark_master, precision=precision))  # fmt: skip
+                                     spark_master=spark_master, precision=precision,
+                                     variant=variant))  # fmt: skip
     with open(summary.path, "w") as f:
         json.dump(result, f, indent=2)
     summary.metadata.update({"output": output_uri, "model": result["model"]})

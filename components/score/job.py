@@ -38,6 +38,7 @@ from components.common.inference import PRECISIONS
 from components.common.settings import Settings
 from components.common.storage import S3Storage, is_s3_uri, parse_s3_uri
 from components.score.model import ResolvedModel, resolve_model
+from components.serve.variants import AUTO, VARIANTS, Choice, choose_variant, read_record
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class ScoreConfig:
     batch_size: int = 64
     precision: str = "auto"
     text_fields: tuple[str, ...] = field(default=("review_body",))
+    # auto: the variant the gate chose for this machine (variants.json), as the predictor does;
+    # with precision bf16 and no pin: torch-bf16
+    variant: str = AUTO
 
     def __post_init__(self) -> None:
         if self.input_format not in FORMATS:
@@ -69,6 +73,10 @@ class ScoreConfig:
         if self.precision not in PRECISIONS:
             raise ConfigurationError(
                 f"precision {self.precision!r} is not one of: {', '.join(PRECISIONS)}"
+            )
+        if self.variant not in (AUTO, *VARIANTS):
+            raise ConfigurationError(
+                f"variant {self.variant!r} is not one of: {', '.join((AUTO, *VARIANTS))}"
             )
         if self.batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -90,6 +98,7 @@ class Summary:
     rejected: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     rows_per_s: float = 0.0
+    variant: dict = field(default_factory=dict)  # which variant scored, and why
 
 
 def _list_parquet(input_uri: str, storage: S3Storage | None) -> list[str]:
@@ -122,9 +131,19 @@ def _detect_format(cfg: ScoreConfig, storage: S3Storage | None) -> tuple[str, li
     return "parquet", parquet
 
 
-def _load_on_driver(model: ResolvedModel, work: Path, settings: Settings) -> str:
+def scoring_variant(local: str, cfg: ScoreConfig) -> Choice:
+    """The variant to score with: pinned, or the one the predictor serves on this target."""
+    import torch
+
+    if cfg.variant == AUTO and cfg.precision == "bf16":
+        return Choice("torch-bf16", "precision bf16 asked for")
+    target = "gpu" if torch.cuda.is_available() else "cpu"
+    return choose_variant(read_record(local), target, cfg.variant)
+
+
+def _load_on_driver(model: ResolvedModel, work: Path, cfg: ScoreConfig) -> tuple[str, Choice]:
     """A local copy of the model, loaded once here so an unreadable model fails in one line."""
-    from components.common.inference import Classifier
+    from components.serve.variants import load_variant
     from components.train.data import fetch_dir
 
     local = model.uri
@@ -135,8 +154,11 @@ def _load_on_driver(model: ResolvedModel, work: Path, settings: Settings) -> str
             raise ModelLoadError(f"cannot download the model from {model.uri}: {e}") from e
     if not Path(local).is_dir() or not any(Path(local).iterdir()):
         raise ModelLoadError(f"model {model.uri} has no files")
-    Classifier(local)  # raises ModelLoadError naming the directory and the reason
-    return local
+    choice = scoring_variant(local, cfg)
+    # raises ModelLoadError naming the directory and the reason (or a file not evaluated)
+    load_variant(local, choice.variant)
+    logger.info("scoring variant %s: %s", choice.variant, choice.reason)
+    return local, choice
 
 
 def run_scoring(cfg: ScoreConfig, settings: Settings | None = None) -> dict:
@@ -151,7 +173,8 @@ def run_scoring(cfg: ScoreConfig, settings: Settings | None = None) -> dict:
     summary = Summary(input=cfg.input, output=cfg.output, model=model.to_dict())
     with tempfile.TemporaryDirectory(prefix="score-") as tmp:
         work = Path(tmp)
-        local_model = _load_on_driver(model, work, settings)
+        local_model, choice = _load_on_driver(model, work, cfg)
+        summary.variant = choice.to_dict()
         summary.input_format, inputs = _detect_format(cfg, storage)
         from py4j.protocol import Py4JJavaError
         from pyspark.errors import PySparkException
@@ -168,7 +191,7 @@ def run_scoring(cfg: ScoreConfig, settings: Settings | None = None) -> dict:
             _count(classified, summary)
             if not summary.rows_read:
                 raise InvalidInput(f"no review rows under {cfg.input}")
-            _score_and_write(spark, classified, cfg, model, uri, staged)
+            _score_and_write(spark, classified, cfg, model, uri, staged, choice.variant)
         except (Py4JJavaError, PySparkException) as e:
             raise read_failure(e, paths) from e
         finally:
@@ -202,8 +225,8 @@ def _torch_threads(master: str, parallelism: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, parallelism))
 
 
-def _score_and_write(spark: Any, classified: Any, cfg: ScoreConfig,
-                     model: ResolvedModel, uri: str, out: Path) -> None:  # fmt: skip
+def _score_and_write(spark: Any, classified: Any, cfg: ScoreConfig, model: ResolvedModel,
+                     uri: str, out: Path, variant: str) -> None:  # fmt: skip
     from pyspark.sql import functions as F
 
     from components.ingest import transforms as tr
@@ -214,7 +237,7 @@ def _score_and_write(spark: Any, classified: Any, cfg: ScoreConfig,
         "review_id", "product_category", "review_body"
     )
     fn = partial(score_batches, uri=uri, name=model.name, version=model.version,
-                 batch_size=cfg.batch_size, precision=cfg.precision,
+                 batch_size=cfg.batch_size, variant=variant,
                  threads=_torch_threads(cfg.spark_master, parallelism))  # fmt: skip
     scored = (valid.repartition(parallelism).mapInPandas(fn, OUTPUT_SCHEMA)
               .withColumn("scored_at", F.current_timestamp()))  # fmt: skip
@@ -279,12 +302,16 @@ def parse_args(argv: list[str] | None) -> ScoreConfig:
     p.add_argument("--spark-master", default=d.spark_master, help="local[*], local[N] or k8s://")
     p.add_argument("--driver-memory", default=d.driver_memory, help="Spark driver heap")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="reviews per forward pass")
+    p.add_argument("--variant", choices=(AUTO, *VARIANTS), default=d.variant,
+                   help="serving variant to score with (auto: the one the gate chose for this "
+                   "machine, as the predictor serves it)")  # fmt: skip
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: fp32 on CPU, bf16/fp16 on GPUs; bf16 on a CPU is opt-in (fast "
                    "with AMX/AVX512-BF16; predictions can differ from fp32)")  # fmt: skip
     a = p.parse_args(argv)
     return ScoreConfig(a.input, a.output, a.model, a.model_version, a.input_format,
-                       a.spark_master, a.driver_memory, a.batch_size, a.precision)  # fmt: skip
+                       a.spark_master, a.driver_memory, a.batch_size, a.precision,
+                       variant=a.variant)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 
 from kserve import ModelServer, model_server
@@ -9,13 +10,14 @@ from kserve import ModelServer, model_server
 from components.common.errors import ConfigurationError, PlatformError
 from components.common.inference import PRECISIONS
 from components.common.logs import configure_logging
-from components.serve import disconnect, drain
+from components.serve import bind, disconnect, drain
 from components.serve.backends import BACKENDS
 from components.serve.explain import ExplainLimits
 from components.serve.explainer import ExplainConfig
-from components.serve.model import ReviewClassifierModel
+from components.serve.model import VARIANT_ENV, VERSION_ENV, ReviewClassifierModel
 from components.serve.payload_logger import PayloadLogger, served_version
 from components.serve.payloads import Limits
+from components.serve.variants import AUTO, TARGETS, VARIANTS
 
 parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
 parser.add_argument("--model_dir", required=True, help="save_pretrained directory or s3:// prefix")
@@ -24,6 +26,26 @@ parser.add_argument(
     choices=BACKENDS,
     default="torch",
     help="torch (fp32 reference on CPU, bf16 on CUDA), onnx, or onnx-int8 (opt-in)",
+)
+parser.add_argument(
+    "--variant",
+    choices=(AUTO, *VARIANTS),
+    default="",
+    help="serve a registered variant: auto (the fastest the gate found eligible for --target, "
+    "from variants.json), or one by name (torch-fp32, onnx-fp32, onnx-int8, torch-bf16); "
+    "unset: --backend and --precision as given",
+)
+parser.add_argument(
+    "--target",
+    choices=TARGETS,
+    default=None,
+    help="what --variant auto chooses for (default: gpu with CUDA, else cpu)",
+)
+parser.add_argument(
+    "--bind_address",
+    default=os.environ.get("BIND_ADDRESS", "0.0.0.0"),
+    help="address the HTTP and gRPC ports listen on (in a pod: all, 0.0.0.0; on a laptop: "
+    "127.0.0.1)",
 )
 parser.add_argument(
     "--precision",
@@ -90,7 +112,8 @@ def main() -> int:
         logging.getLogger(__name__).error("%s", e)
         return 2
     payload_logger = None
-    version = args.model_version or served_version(args.model_dir)
+    version = (args.model_version or os.environ.get(VERSION_ENV, "")
+               or served_version(args.model_dir))  # fmt: skip
     if args.logger_url:
         payload_logger = PayloadLogger(args.logger_url, args.model_name, version)
     try:
@@ -104,11 +127,14 @@ def main() -> int:
             args.model_name, args.model_dir, args.max_batch_size, args.max_batch_tokens,
             args.max_queue, Limits(args.max_instances, args.max_chars), args.device, args.backend,
             args.precision, args.cuda_graphs, payload_logger, explain,
+            variant=args.variant or os.environ.get(VARIANT_ENV, ""), model_version=version,
+            target=args.target or "",
         )  # fmt: skip
         model.load()
     except PlatformError as e:
         logging.getLogger(__name__).error("%s", e)
         return 1
+    bind.listen_on(args.bind_address)
     disconnect.install(model_server.app)
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers,
                          enable_grpc=args.enable_grpc)  # fmt: skip

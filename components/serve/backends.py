@@ -206,27 +206,32 @@ def quantize_int8(path: Path, out: Path) -> Path:
     return out
 
 
+def build_onnx(classifier: Classifier, work: Path, int8: bool = False) -> Path:
+    """The optimized ONNX graph (int8-quantized with ``int8``) of ``classifier``, in ``work``."""
+    shipped = Path(classifier.model_dir) / ONNX_FILE
+    try:
+        raw = shipped if shipped.exists() else export_onnx(classifier, work / "model.onnx")
+        path = optimize_onnx(raw, classifier.model.config, work / "optimized.onnx")
+        if int8:
+            path = quantize_int8(path, work / "int8.onnx")
+    except Exception as e:  # noqa: BLE001 - any exporter failure is a load failure
+        raise ModelLoadError(f"cannot build the ONNX model from {classifier.model_dir}: {e}") from e
+    return path
+
+
 class OnnxBackend(_Tokenizing):
     """The model in ONNX Runtime (fp32, or int8 dynamically quantized), on CPU."""
 
     def __init__(
-        self, classifier: Classifier, int8: bool = False, threads: int | None = None
-    ) -> None:
+        self, classifier: Classifier, int8: bool = False, threads: int | None = None,
+        path: Path | None = None,
+    ) -> None:  # fmt: skip
         import onnxruntime as ort
 
         super().__init__(classifier)
         self.name = "onnx-int8" if int8 else "onnx"
-        work = Path(tempfile.mkdtemp(prefix="onnx-"))
-        shipped = Path(classifier.model_dir) / ONNX_FILE
-        try:
-            raw = shipped if shipped.exists() else export_onnx(classifier, work / "model.onnx")
-            path = optimize_onnx(raw, classifier.model.config, work / "optimized.onnx")
-            if int8:
-                path = quantize_int8(path, work / "int8.onnx")
-        except Exception as e:  # noqa: BLE001 - any exporter failure is a load failure
-            raise ModelLoadError(
-                f"cannot build the ONNX model from {classifier.model_dir}: {e}"
-            ) from e
+        if path is None:  # no built variant file: export (and quantize) now
+            path = build_onnx(classifier, Path(tempfile.mkdtemp(prefix="onnx-")), int8)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
@@ -245,12 +250,16 @@ class OnnxBackend(_Tokenizing):
 
 def make_backend(model_dir: str | Path, backend: str = "torch", device: str | None = None,
                  precision: str = "auto", cuda_graphs: bool = False,
-                 max_batch_size: int = 64) -> Backend:  # fmt: skip
-    """The backend named ``backend`` for a save_pretrained directory."""
+                 max_batch_size: int = 64, onnx_path: Path | None = None,
+                 threads: int | None = None) -> Backend:  # fmt: skip
+    """The backend named ``backend`` for a save_pretrained directory.
+
+    ``onnx_path``: an ONNX graph built already (a registered variant), loaded as it is.
+    """
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "torch":
         classifier = Classifier(model_dir, device=device, precision=precision)
         return TorchBackend(classifier, cuda_graphs, max_batch_size)
     classifier = Classifier(model_dir, device="cpu", precision="fp32")
-    return OnnxBackend(classifier, int8=backend == "onnx-int8")
+    return OnnxBackend(classifier, int8=backend == "onnx-int8", threads=threads, path=onnx_path)

@@ -13,17 +13,18 @@ from typing import Any
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from components.common.errors import ModelLoadError
 from components.common.inference import Classifier, Prediction
 from components.common.storage import S3Storage, is_s3_uri
 from components.common.text import clean_text
-from components.serve.backends import Backend, make_backend
+from components.serve.backends import Backend
 from components.serve.batching import Overloaded, TokenBudgetBatcher
 from components.serve.explainer import ExplainConfig, Explainer, low_confidence
 from components.serve.payload_logger import PayloadLogger, request_id
 from components.serve.payloads import V2_INPUT, Limits, texts_from_v1, texts_from_v2, v1_body
+from components.serve.variants import AUTO, VARIANTS, choose_variant, load_variant, read_record
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,24 @@ CAPTURES_PENDING = Gauge(
     "Answered inferences not yet handed to the capture sink (waiting for top words or sending)",
 )
 
+INFERENCES = Counter(
+    "review_classifier_inferences",
+    "Texts answered (V1 and V2, HTTP and gRPC), by registered model version and served variant",
+    ["model_version", "variant"],
+)
+# --backend/--precision (before variants) as the variant they name
+BACKEND_VARIANTS = {("torch", "fp32"): "torch-fp32", ("torch", "bf16"): "torch-bf16",
+                    ("onnx", "fp32"): "onnx-fp32", ("onnx-int8", "fp32"): "onnx-int8"}  # fmt: skip
+
+# set by the deploy step in the predictor's env (components/deploy/inferenceservice.py)
+VARIANT_ENV, VERSION_ENV = "REVIEW_CLASSIFIER_VARIANT", "REVIEW_CLASSIFIER_MODEL_VERSION"
 WARMUP_TEXTS = ["Warm-up review: works as described.", "Broke after one day."]
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def local_model_dir(model_dir: str) -> Path:
@@ -65,8 +83,14 @@ class ReviewClassifierModel(Model):
         cuda_graphs: bool = False,
         payload_logger: PayloadLogger | None = None,
         explain: ExplainConfig | None = None,
+        variant: str = "",
+        model_version: str = "",
+        target: str = "",
     ) -> None:
         super().__init__(name)
+        self.variant = variant  # "" (--backend/--precision as given), "auto" or a variant name
+        self.model_version = model_version
+        self.target = target  # where "auto" chooses for: cpu or gpu (default: this machine)
         self.model_dir = model_dir
         self.limits = limits or Limits()
         self.max_batch_size = max_batch_size
@@ -91,8 +115,9 @@ class ReviewClassifierModel(Model):
         """Load, warm up with one batch, and only then report ready."""
         start = time.perf_counter()
         try:
-            self.backend = make_backend(local_model_dir(self.model_dir), self.backend_name,
-                                        self.device, self.precision, self.cuda_graphs,
+            local = local_model_dir(self.model_dir)
+            self.variant = self._variant_to_serve(local)
+            self.backend = load_variant(local, self.variant, self.device, self.cuda_graphs,
                                         self.max_batch_size)  # fmt: skip
         except OSError as e:
             raise ModelLoadError(f"cannot read model directory {self.model_dir}: {e}") from e
@@ -108,9 +133,29 @@ class ReviewClassifierModel(Model):
             self.explainer = Explainer(self.backend, self.batcher, self.explain_config,
                                        self._tokenize_pool)  # fmt: skip
         self.ready = True
-        logger.info("model %s loaded from %s, backend %s, in %.1fs", self.name, self.model_dir,
-                    self.backend.name, time.perf_counter() - start)  # fmt: skip
+        logger.info("model %s v%s loaded from %s, variant %s (backend %s), in %.1fs", self.name,
+                    self.model_version or "?", self.model_dir, self.variant, self.backend.name,
+                    time.perf_counter() - start)  # fmt: skip
         return self.ready
+
+    def _variant_to_serve(self, model_dir: Path) -> str:
+        """The variant named, the one the gate chose for this target ("auto"), or the backend's."""
+        if not self.variant:
+            precision = "bf16" if self.precision == "bf16" else "fp32"
+            if self.backend_name == "torch" and self.precision == "auto":
+                on_gpu = (self.device or ("cuda" if torch_cuda() else "cpu")).startswith("cuda")
+                precision = "bf16" if on_gpu else "fp32"
+            return BACKEND_VARIANTS[(self.backend_name, precision)]
+        if self.variant != AUTO:
+            if self.variant not in VARIANTS:
+                raise ModelLoadError(
+                    f"variant {self.variant!r} is not one of: {', '.join(VARIANTS)}"
+                )
+            return self.variant
+        target = self.target or ("gpu" if torch_cuda() else "cpu")
+        choice = choose_variant(read_record(model_dir), target)
+        logger.info("serving variant %s on %s: %s", choice.variant, target, choice.reason)
+        return choice.variant
 
     @property
     def classifier(self) -> Classifier:
@@ -143,11 +188,16 @@ class ReviewClassifierModel(Model):
             probs = await self._probabilities(texts)
             if self.payload_logger is not None:
                 self._capture(headers, texts, probs)
+            else:
+                self._count(len(texts))
             return self._v2_response(payload, probs)
         if not isinstance(payload, dict) or "texts" not in payload:
             raise InvalidInput("unsupported request")
         probs = await self._probabilities(payload["texts"])
         return self._capture(headers, payload["texts"], probs)
+
+    def _count(self, texts: int) -> None:
+        INFERENCES.labels(self.model_version or "unregistered", self.variant).inc(texts)
 
     def _capture(self, headers: dict[str, str] | None, texts: list[str], probs: np.ndarray) -> dict:
         """The V1 answer, also sent to the payload logger when there is one (V2 as V1 too).
@@ -156,7 +206,9 @@ class ReviewClassifierModel(Model):
         ``top_words`` once an idle-only explanation has computed them; the caller's answer
         never waits for that.
         """
-        answer = {"predictions": [self._prediction(row) for row in probs]}
+        answer = {"predictions": [self._prediction(row) for row in probs],
+                  "model_version": self.model_version or None, "variant": self.variant}  # fmt: skip
+        self._count(len(texts))
         if self.payload_logger is None:
             return answer
         event_id = request_id(headers)
@@ -224,8 +276,10 @@ class ReviewClassifierModel(Model):
             InferOutput("star_rating", [len(ratings)], "INT32", ratings),
             InferOutput("probabilities", list(probs.shape), "FP32", probs.astype(np.float32)),
         ]
+        # the registered version in model_version, the served variant as a response parameter
         return InferResponse(response_id=request.id or "", model_name=self.name,
-                             infer_outputs=outputs)  # fmt: skip
+                             infer_outputs=outputs, model_version=self.model_version or None,
+                             parameters={"variant": self.variant})  # fmt: skip
 
     def get_input_types(self) -> list[dict]:
         return [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from components.common.processes import process_alive
-from pipelines.local_deploy import start_local_predictor
+from components.deploy.local import start_local_predictor
 from pipelines.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

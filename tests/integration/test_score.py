@@ -13,11 +13,11 @@ from components.common.errors import ConfigurationError, InvalidInput, ModelLoad
 from components.common.registry import promote, register
 from components.common.schema import RAW_COLUMNS
 from components.common.text import clean_text
+from components.deploy.local import start_local_predictor
 from components.ingest.transforms import REJECT_REASONS
 from components.score.job import ScoreConfig, run_scoring
 from components.score.model import parse_model_spec, resolve_model
 from pipelines.generate import GeneratorConfig, generate
-from pipelines.local_deploy import start_local_predictor
 from pipelines.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,7 +11,7 @@ import pytest
 from components.common.inference import Classifier
 from components.common.processes import free_port, process_alive
 from components.deploy.checks import smoke_test
-from pipelines.local_deploy import start_local_predictor
+from components.deploy.local import start_local_predictor
 from pipelines.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

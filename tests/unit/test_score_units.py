@@ -13,19 +13,23 @@ from components.score.model import parse_model_spec, resolve_model
 from components.score.predict import predict_frame, to_output
 
 
-class _LengthClassifier:
-    """Probabilities that encode each text's length, and a record of every batch it saw."""
+class _LengthBackend:
+    """A backend (tokenize/forward) whose probabilities encode each text's length."""
 
     labels = ["1", "2", "3", "4", "5"]
+    pad_id = 0
 
     def __init__(self) -> None:
-        self.batches: list[list[str]] = []
+        self.batches: list[list[int]] = []
 
-    def probabilities(self, texts: list[str]) -> torch.Tensor:
-        self.batches.append(texts)
-        out = torch.zeros((len(texts), 5))
-        for i, t in enumerate(texts):
-            out[i, len(t) % 5] = 1.0
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return [[1] * len(t) for t in texts]
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        lengths = attention_mask.sum(axis=1)
+        self.batches.append(lengths.tolist())
+        out = np.zeros((len(lengths), 5), dtype=np.float32)
+        out[np.arange(len(lengths)), lengths % 5] = 1.0
         return out
 
 
@@ -42,15 +46,18 @@ def test_model_specs():
 
 def test_batches_are_sorted_by_length_and_results_come_back_in_input_order():
     texts = ["x" * n for n in (9, 1, 7, 3, 5, 2, 8)]
-    clf = _LengthClassifier()
-    probs, labels = predict_frame(clf, texts, batch_size=3)
-    assert [[len(t) for t in b] for b in clf.batches] == [[1, 2, 3], [5, 7, 8], [9]]
+    backend = _LengthBackend()
+    probs, labels = predict_frame(backend, texts, batch_size=3)
+    # the predictor's buckets: length-sorted, at most 3 texts each
+    assert sorted(n for b in backend.batches for n in b) == [1, 2, 3, 5, 7, 8, 9]
+    assert all(b == sorted(b) and len(b) <= 3 for b in backend.batches)
     assert probs.argmax(axis=1).tolist() == [len(t) % 5 for t in texts]
     frame = pd.DataFrame({"review_id": [f"r{i}" for i in range(7)], "product_category": "Books"})
-    out = to_output(frame, probs, labels, "rc", "4")
+    out = to_output(frame, probs, labels, "rc", "4", "onnx-int8")
     assert out["star_rating"].tolist() == [len(t) % 5 + 1 for t in texts]
     assert out["probabilities"][0] == {"1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 1.0}
     assert (out["model_version"] == "4").all() and np.allclose(out["score"], 1.0)
+    assert (out["variant"] == "onnx-int8").all()
 
 
 def test_config_is_checked():

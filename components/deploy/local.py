@@ -1,7 +1,8 @@
-"""The embedded default's deployment: the predictor and its capture sink as local processes.
+"""The deploy step's local target: the predictor and its capture sink as local processes.
 
-Both run on 127.0.0.1, registered with the local stack. Development only: the deploy
-component's ``local`` target imports this; on a cluster KServe runs the predictor.
+Both listen on 127.0.0.1 only, registered with the local stack's process record
+(``components.common.localstate``), so ``make stack-down`` stops them. Development only: on a
+cluster KServe runs the predictor.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import sys
 from pathlib import Path
 
 from components.common.errors import PlatformError
+from components.common.localstate import ProcessRegistry as LocalStack
 from components.common.processes import Service, free_port, spawn, stop_process, wait_healthy
 from components.deploy.checks import model_ready, predict_url
-from pipelines.stack import LocalStack
 
 logger = logging.getLogger(__name__)
 SERVED_FROM = "served_from.json"  # beside the model files: which registered version they are
@@ -25,12 +26,13 @@ SERVED_FROM = "served_from.json"  # beside the model files: which registered ver
 def start_local_predictor(
     model_dir: str, name: str, stack: LocalStack | None = None, timeout: float = 180.0,
     max_batch_size: int = 64, grpc_port: int | None = None, extra_args: tuple[str, ...] = (),
-    logger_url: str = "",
+    logger_url: str = "", variant: str = "",
 ) -> Service:  # fmt: skip
-    """Start ``python -m components.serve`` on a free port and wait until it is ready.
+    """Start ``python -m components.serve`` on a free port of 127.0.0.1; wait until it is ready.
 
     ``grpc_port`` (default: a free one) is where it answers the Open Inference Protocol over
-    gRPC; ``extra_args`` go to the predictor as they are (``--backend onnx``, ...). With
+    gRPC; ``variant`` serves that variant (``auto``: the one the gate chose for a CPU);
+    ``extra_args`` go to the predictor as they are (``--backend onnx``, ...). With
     ``logger_url`` every inference is sent to that capture sink (what KServe's logger does).
     The process is registered with the local stack, so ``make stack-down`` stops it.
     """
@@ -40,7 +42,10 @@ def start_local_predictor(
     log = stack.state_dir / "logs" / f"predictor-{name}.log"
     argv = [sys.executable, "-m", "components.serve", "--model_name", name, "--model_dir",
             str(model_dir), "--http_port", str(http), "--grpc_port", str(grpc),
-            "--max_batch_size", str(max_batch_size), *extra_args]  # fmt: skip
+            "--max_batch_size", str(max_batch_size), "--bind_address", "127.0.0.1",
+            *extra_args]  # fmt: skip
+    if variant:
+        argv += ["--variant", variant, "--target", "cpu"]
     if logger_url:
         argv += ["--logger_url", logger_url]
     pid = spawn(f"predictor {name}", argv, log, dict(os.environ))
@@ -91,13 +96,16 @@ def start_local_sink(stack: LocalStack | None = None, output: str = "",
     return service
 
 
-def fetch_registered(storage_uri: str, name: str, version: str,
-                     stack: LocalStack | None = None) -> Path:  # fmt: skip
+def fetch_registered(
+    storage_uri: str, name: str, version: str, stack: LocalStack | None = None,
+    variant: dict | None = None,
+) -> Path:  # fmt: skip
     """The registered version's files, from its storageUri, into the state directory.
 
     What KServe's storage initializer reads on a cluster, here into
     ``<state dir>/models/<name>/<version>/``: the local predictor serves what the gate approved
-    and the registry holds, not the training step's copy.
+    and the registry holds (with its variants), not the training step's copy. ``served_from.json``
+    records the version and, given ``variant``, which variant serves and why.
     """
     from components.common.storage import S3Storage
 
@@ -108,5 +116,6 @@ def fetch_registered(storage_uri: str, name: str, version: str,
     uri = storage_uri.rstrip("/") + "/"
     if not S3Storage().download_prefix(uri, dest):
         raise PlatformError(f"the registered model at {uri} holds no files")
-    (dest / SERVED_FROM).write_text(json.dumps({"storage_uri": storage_uri, "version": version}))
+    served = {"storage_uri": storage_uri, "version": version, **(variant or {})}
+    (dest / SERVED_FROM).write_text(json.dumps(served))
     return dest
