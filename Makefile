@@ -31,7 +31,7 @@ export LOCAL_STATE_DIR := $(STATE_DIR)
 export K8S_TOOLS_DIR
 
 .PHONY: help setup lock test test-unit lint fmt compile pipeline-run batch-score monitor serve bench images push \
-	gpu-wheels gpu-check image-sizes \
+	gpu-wheels gpu-check gpu-check-rehearse image-sizes \
 	deploy k8s-tools crds stack-up stack-down stack-status generate clean
 
 help: ## List the targets
@@ -129,7 +129,8 @@ bench-%: $(STAMP) ## Run one benchmark, e.g. make bench-serve
 GPU_WHEELS := boto3 botocore s3transfer jmespath python-dateutil six urllib3 accelerate psutil
 # The predictor there: KServe with its dependencies, less what that machine already has (numpy
 # with torch, transformers, onnxruntime) or the predictor never imports (PIL, grpc_tools, uvloop).
-SERVE_WHEELS := kserve
+# onnx: the image has onnxruntime but not onnx, which the int8 variant's quantizer imports.
+SERVE_WHEELS := kserve onnx
 GPU_HAS := numpy setuptools pillow grpcio_tools uvloop
 WHEEL_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
 	--platform manylinux_2_28_x86_64 --implementation cp --python-version 3.12
@@ -143,6 +144,9 @@ gpu-wheels: ## Download the wheels the GPU check carries to a GPU machine (Pytho
 
 gpu-check: ## Training and serving at bert-base size vs the HF Trainer / HF pipeline, bf16 checks (CPU: dry run)
 	bash tools/gpu/check.sh
+
+gpu-check-rehearse: ## gpu-check's dry run in a Python 3.12 env shaped like the lent GPU image, carried wheels only
+	bash tools/gpu/rehearse.sh
 
 images: $(addprefix image-,$(IMAGES)) ## Build the spark, train, serve, mlflow images as IMAGE_REGISTRY/<name>:IMAGE_TAG
 

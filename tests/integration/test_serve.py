@@ -17,6 +17,7 @@ from pipelines.stack import LocalStack
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAME = "rc"
 GOOD = "Absolutely love it, simply perfect."
+VERSION = "7"  # the registered version the predictor is told it serves
 BAD = "A complete waste of money, it is garbage."
 
 
@@ -25,7 +26,8 @@ def server(trained, tmp_path_factory):
     local = LocalStack(tmp_path_factory.mktemp("serve-state"))
     grpc_port = free_port()
     service = start_local_predictor(str(trained["model_dir"]), NAME, stack=local,
-                                    max_batch_size=64, grpc_port=grpc_port)  # fmt: skip
+                                    max_batch_size=64, grpc_port=grpc_port,
+                                    extra_args=("--model_version", VERSION))  # fmt: skip
     base = service.url.split("/v1/")[0]
     yield {"base": base, "url": service.url, "model_dir": trained["model_dir"], "pid": service.pid,
            "grpc": f"127.0.0.1:{grpc_port}"}  # fmt: skip
@@ -37,6 +39,9 @@ def test_v1_predictions_follow_the_contract(server):
     r = httpx.post(server["url"], json={"instances": [GOOD, {"review_body": BAD}]}, timeout=30)
     assert r.status_code == 200
     good, bad = r.json()["predictions"]
+    # the answer names what answered: the registered version and the served variant
+    assert {k: r.json()[k] for k in ("model_version", "variant")} == {
+        "model_version": VERSION, "variant": "torch-fp32"}  # fmt: skip
     for p in (good, bad):
         assert set(p) == {"star_rating", "label", "score", "probabilities"}
         assert set(p["probabilities"]) == {"1", "2", "3", "4", "5"}
@@ -68,6 +73,26 @@ def test_v2_raw_json(server):
     ]
     ratings = outputs["star_rating"]["data"]
     assert ratings[0] > ratings[1]
+    assert r.json()["model_version"] == VERSION
+    assert r.json()["parameters"] == {"variant": "torch-fp32"}
+    # /metrics counts answered texts by version and variant
+    metrics = httpx.get(f"{server['base']}/metrics").text
+    labels = f'model_version="{VERSION}",variant="torch-fp32"'
+    count = re.search(rf"^review_classifier_inferences_total{{{labels}}} (\S+)$", metrics, re.M)
+    assert count and float(count.group(1)) >= 2
+
+
+def test_local_starts_listen_on_loopback_only(server):
+    """127.0.0.2 is this machine too: a server on all interfaces would answer there."""
+    import socket
+
+    http_port = int(server["base"].rsplit(":", 1)[1])
+    grpc_port = int(server["grpc"].rsplit(":", 1)[1])
+    for port in (http_port, grpc_port):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) == 0
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.2", port)) != 0, port
 
 
 def test_v2_with_tritonclient(server):
@@ -100,6 +125,9 @@ tensor = triton.InferInput("review_body", [2], "BYTES")
 tensor.set_data_from_numpy(np.array([good.encode(), bad.encode()], dtype=object))
 result = client.infer(name, [tensor])
 ratings, probs = result.as_numpy("star_rating"), result.as_numpy("probabilities")
+response = result.get_response()
+out["model_version"] = response.model_version
+out["variant"] = response.parameters["variant"].string_param
 out.update(ratings=ratings.tolist(), probs=probs.tolist(), dtypes=[str(ratings.dtype), str(probs.dtype)])
 wrong = triton.InferInput("review_body", [1], "FP32")
 wrong.set_data_from_numpy(np.array([1.0], dtype=np.float32))
@@ -121,6 +149,7 @@ def test_v2_over_grpc_with_tritonclient(server):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["ready"] and out["dtypes"] == ["int32", "float32"]
+    assert (out["model_version"], out["variant"]) == (VERSION, "torch-fp32")
     probs = np.array(out["probs"])
     assert probs.shape == (2, 5) and out["ratings"][0] > out["ratings"][1]
     # the same numbers as over HTTP
