@@ -110,9 +110,12 @@ monitor: $(STAMP) ## Captured traffic vs the training data; retrain when it says
 compile: $(STAMP) ## Compile the KFP pipelines to pipelines/review_classifier.yaml and batch_score.yaml
 	$(PY) -m pipelines.compile
 
-serve: $(STAMP) ## Serve a model directory locally: make serve MODEL_DIR=... [PORT=8080]
+serve: $(STAMP) ## Serve a model directory on 127.0.0.1 (its gated variant): make serve MODEL_DIR=... [PORT=8080]
 	@test -n "$(MODEL_DIR)" || { echo "set MODEL_DIR to a save_pretrained directory or s3:// prefix"; exit 2; }
-	$(PY) -m components.serve --model_name $(MODEL_NAME) --model_dir $(MODEL_DIR) --http_port $(PORT)
+	@# on a laptop: loopback only, and a free gRPC port (GRPC_PORT=N to name one)
+	$(PY) -m components.serve --model_name $(MODEL_NAME) --model_dir $(MODEL_DIR) --http_port $(PORT) \
+	  --bind_address 127.0.0.1 --variant auto \
+	  --grpc_port $${GRPC_PORT:-$$($(PY) -c 'from components.common.processes import free_port; print(free_port())')}
 
 bench: $(STAMP) ## Run every benchmark in benchmarks/ (results in benchmarks/results/)
 	$(PY) -m benchmarks.ingest
