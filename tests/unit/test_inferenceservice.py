@@ -14,7 +14,8 @@ LATEST_EXTERNAL = f"http://latest-rc-predictor.{NS}.example.com"
 
 def test_inference_service_validates_against_the_kserve_crd(crds_dir):
     spec = ServiceSpec(name="review-classifier", storage_uri=URI, gpus=1, min_replicas=2,
-                       max_replicas=6, scale_target=16, canary_percent=10, model_version="3")  # fmt: skip
+                       max_replicas=6, scale_target=16, canary_percent=10, model_version="3",
+                       variant="torch-bf16")  # fmt: skip
     isvc = build_inference_service(spec)
     jsonschema.validate(
         isvc, crd_schema(crds_dir, "serving.kserve.io_inferenceservices.yaml", "v1beta1")
@@ -27,6 +28,11 @@ def test_inference_service_validates_against_the_kserve_crd(crds_dir):
     assert p["model"]["resources"]["requests"] == p["model"]["resources"]["limits"]
     assert p["serviceAccountName"] == "review-classifier-serving"
     assert isvc["metadata"]["annotations"]["review-classifier/model-version"] == "3"
+    # the variant the gate chose, named on the object and given to the predictor
+    assert isvc["metadata"]["annotations"]["review-classifier/variant"] == "torch-bf16"
+    env = {e["name"]: e["value"] for e in p["model"]["env"]}
+    assert env["REVIEW_CLASSIFIER_VARIANT"] == "torch-bf16"
+    assert env["REVIEW_CLASSIFIER_MODEL_VERSION"] == "3"
 
 
 def test_models_uris_are_rejected():
