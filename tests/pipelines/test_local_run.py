@@ -65,9 +65,16 @@ def test_full_run_trains_registers_and_serves(first, state):
                      r"other test rows \(\d+ rows", first, re.M), first  # fmt: skip
     report = Path(re.search(r"^Evaluation HTML report (\S+)$", first, re.M).group(1))
     assert "Post-training bias" in report.read_text() and "Global explanation" in report.read_text()
-    answer = httpx.post(url, json={"instances": ["Absolutely love it, simply perfect.",
-                                                 "A complete waste of money, it is garbage."]},
-                        timeout=30).json()["predictions"]  # fmt: skip
+    # the variants the gate judged, and the one served with the reason, in the summary
+    assert re.search(r"^Variant onnx-int8 accuracy [01]\.\d{4}, macro-F1 ", first, re.M), first
+    chosen = re.search(r"^Serving variant (onnx-int8|onnx-fp32|torch-fp32): fastest eligible on "
+                       r"cpu", first, re.M)  # fmt: skip
+    assert chosen, first
+    whole = httpx.post(url, json={"instances": ["Absolutely love it, simply perfect.",
+                                                "A complete waste of money, it is garbage."]},
+                       timeout=30).json()  # fmt: skip
+    assert whole["variant"] == chosen.group(1) and whole["model_version"]
+    answer = whole["predictions"]
     assert answer[0]["star_rating"] >= 4 and answer[1]["star_rating"] <= 2
     # the served model explains itself on the same URL's :explain verb
     explained = httpx.post(url.replace(":predict", ":explain"),
@@ -93,7 +100,8 @@ def test_full_run_trains_registers_and_serves(first, state):
     # the predictor serves the champion's registered bytes (its storageUri), not another copy
     model_dir = _served_model_dir(state)
     served = json.loads((model_dir / "served_from.json").read_text())
-    assert served["version"] == champion.version
+    assert served["version"] == champion.version == whole["model_version"]
+    assert served["variant"] == whole["variant"] and served["reason"]
     prefix = served["storage_uri"].rstrip("/") + "/"
     bucket, key = prefix[5:].split("/", 1)
     objects = storage.list_objects(prefix)
