@@ -20,6 +20,7 @@ from components.common.cli import run_stage
 from components.common.errors import ConfigurationError, DataValidationFailed
 from components.common.schema import LabelMap
 from components.validate import bias, constraints, suites
+from components.validate.advice import with_advice
 from components.validate.report import write_report
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def run_validation(cfg: ValidateConfig) -> dict:
     labels = sorted(splits["train"]["label"].unique().tolist())
     facets = bias.facet_bias(splits["train"], "product_category", "label", positive, labels)
 
+    outcomes = [with_advice(o) for o in outcomes]
     failed = [o for o in outcomes if not o.passed]
     verdict = "passed" if not failed else f"{len(failed)} check(s) failed"
     report = _write_report(out, results, outcomes, facets, verdict)
@@ -102,7 +104,7 @@ def run_validation(cfg: ValidateConfig) -> dict:
     if failed:
         message = (
             "data validation failed: "
-            + "; ".join(f"{o.name} ({o.detail})" for o in failed)
+            + "; ".join(f"{o.name} ({o.detail}; what to change: {o.advice})" for o in failed)
             + f". Report: {report}"
         )
         if cfg.mode == "fail":
