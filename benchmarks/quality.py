@@ -405,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         help="defaults tier: more raw TSV files (e.g. unseen categories)",
     )
     p.add_argument(
+        "--skip-samples",
+        action="store_true",
+        help="defaults tier: only the --raw files, not the repository's samples",
+    )
+    p.add_argument(
         "--results-dir",
         default=None,
         help="write the JSON and PNG here instead of benchmarks/results/",
