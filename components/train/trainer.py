@@ -210,9 +210,7 @@ class Trainer:
         tokenizer, model = self._tokenizer_and_model(label_map, train_df["review_body"].tolist())
         self.collate = PadCollator(tokenizer.pad_token_id)
         if cfg.class_weighting != "none":
-            weights = class_weights(
-                train_df["label"].to_numpy(), self.num_labels, cfg.class_weighting
-            )
+            weights = class_weights(list(train_df["label"]), self.num_labels, cfg.class_weighting)
             logger.info("class weights (%s): %s", cfg.class_weighting,
                         [round(w, 3) for w in weights])  # fmt: skip
             self.loss_fn = torch.nn.CrossEntropyLoss(

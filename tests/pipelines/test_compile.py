@@ -66,7 +66,7 @@ def test_pipeline_shape():
     assert tasks["train"]["cachingOptions"].get("enableCache") in (None, False)
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["max_seq_length"]["defaultValue"] == 64
-    assert params["learning_rate"]["defaultValue"] == 1e-5
+    assert params["learning_rate"]["defaultValue"] == 5e-5
     assert params["lr_search"]["defaultValue"] is False
     assert params["lr_candidates"]["defaultValue"] == [1e-5, 3e-5, 1e-4]
     assert params["model_name_or_path"]["defaultValue"] == "bert-base-uncased"
