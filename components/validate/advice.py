@@ -11,7 +11,7 @@ from dataclasses import replace
 from components.validate.constraints import CheckOutcome
 
 _ADVICE = {
-    "min_row_count_train": "add reviews (the budget trains well from about 1,000 training rows), "
+    "min_row_count_train": "add reviews (the budget trains from about 500 training rows), "
     "keep balance=false (undersampling drops rows), or lower --min-rows knowingly",
     "min_row_count_validation": "add reviews or raise validation_fraction",
     "min_row_count_test": "add reviews or raise test_fraction",
@@ -46,6 +46,6 @@ _ADVICE = {
 
 def with_advice(outcome: CheckOutcome) -> CheckOutcome:
     """``outcome`` with its advice filled in when it failed."""
-    if outcome.passed:
+    if outcome.passed or outcome.advice:
         return outcome
     return replace(outcome, advice=_ADVICE.get(outcome.name, "see the report"))

@@ -44,6 +44,8 @@ class Thresholds:
     min_class_ratio: float = 0.01
 
 
+TOO_FEW_ROWS = "add reviews: the split is too small for this check (and for training)"
+
 # The properties of a text alone: what validation checks and what the monitor compares between
 # the training split and served traffic (which has no votes or dates).
 TEXT_ONLY_PROPERTIES = (
@@ -185,12 +187,21 @@ def run_checks(
             (text_train, text_test),
         ),
     ]
+    from deepchecks.core.errors import NotEnoughSamplesError
+
     outcomes, results = [], []
     for name, check, data in plan:
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = check.run(*data) if len(data) == 1 else check.run(data[0], data[1])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = check.run(*data) if len(data) == 1 else check.run(data[0], data[1])
+        except NotEnoughSamplesError as e:  # a tiny split: a failed check, not a traceback
+            outcomes.append(CheckOutcome(name, False, float("nan"), "see condition",
+                                         f"too few rows to run: {e}", "deepchecks",
+                                         time.perf_counter() - start,
+                                         advice=TOO_FEW_ROWS))  # fmt: skip
+            continue
         seconds = time.perf_counter() - start
         results.append(result)
         outcomes.append(_outcome(name, result, seconds, th))
