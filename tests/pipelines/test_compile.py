@@ -72,7 +72,9 @@ def test_pipeline_shape():
     assert params["model_name_or_path"]["defaultValue"] == "bert-base-uncased"
     assert params["baseline_test"]["defaultValue"] == "superiority"
     assert params["batch_size"]["defaultValue"] == 128
-    assert params["train_fraction"]["defaultValue"] == 0.9
+    assert params["train_fraction"]["defaultValue"] == 0.8
+    assert params["balance"]["defaultValue"] is False and params["dedupe"]["defaultValue"] is True
+    assert params["epochs"]["defaultValue"] == 0  # the examples budget decides
     executors = spec["deploymentSpec"]["executors"]
     train_container = executors["exec-train"]["container"]
     assert train_container["image"] == "ghcr.io/review-classifier/train:0.1.0"
