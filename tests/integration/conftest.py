@@ -90,10 +90,7 @@ def finish(proc, timeout: float = 600) -> None:
 
 # A small BERT from scratch: the packaged pretrained encoder is for the pipeline and benchmarks.
 FAST_TRAIN = ["--model-name-or-path", "scratch", "--batch-size", "32", "--learning-rate", "1e-3", "--log-every", "10",
-              "--warmup-ratio", "0.05",
-              # a toy BERT from scratch: plain loss, accuracy, no early stop (as before issue 27)
-              "--class-weighting", "none", "--selection-metric", "accuracy",
-              "--early-stopping-patience", "0"]  # fmt: skip
+              "--warmup-ratio", "0.05"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
