@@ -17,6 +17,13 @@ its difference with the TF-IDF baseline on the same rows. Writes results/quality
 
 ``python -m benchmarks.quality`` (``make bench-quality``); about 40 minutes on 2 cores.
 ``--quick`` trains a few steps on a few hundred rows (a dry run of the whole path, for tests).
+
+``--tier defaults`` runs the pipeline's own defaults instead of hand-picked settings: ingest
+with ``IngestConfig()`` (every row, dedupe, 80/10/10 split by text) on the raw Electronics
+sample, the published Digital Software split, and the train step with only what the hardware
+sets (MiniLM, batch 32, 2 CPU processes); everything else (weighting, budget, early stopping,
+learning rate) is ``TrainConfig``'s. Writes results/quality-defaults.json (about 12 minutes).
+``--raw FILE`` adds any raw TSV (e.g. a category the project has never seen).
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class Case:
     selection_metric: str = "accuracy"
     train_rows: str = "all"  # or "balanced"
     extra: tuple[str, ...] = field(default_factory=tuple)
+    defaults: bool = False  # only the hardware's settings: everything else is TrainConfig's
 
 
 def cases(epochs: int) -> list[Case]:
@@ -80,8 +88,22 @@ def cases(epochs: int) -> list[Case]:
 
 
 # ---- data --------------------------------------------------------------------------------
-def prepare_electronics(work: Path, quick: bool) -> Path:
-    """Our ingest job on the real sample: unbalanced splits with stats.json."""
+def prepare_raw(source: Path, work: Path) -> Path:
+    """Our ingest job with its own defaults on any raw TSV."""
+    from components.ingest.config import IngestConfig
+    from components.ingest.job import run_ingest
+
+    out = work / source.name.split(".")[0]
+    run_ingest(IngestConfig(input=str(source), output=str(out), spark_master="local[2]"))
+    return out
+
+
+def prepare_electronics(work: Path, quick: bool, defaults: bool = False) -> Path:
+    """Our ingest job on the real sample: unbalanced splits with stats.json.
+
+    ``defaults``: the ingest defaults (dedupe, split by text); otherwise every row as the
+    hand-picked cases were measured (no dedupe).
+    """
     from components.ingest.config import IngestConfig
     from components.ingest.job import run_ingest
 
@@ -93,8 +115,8 @@ def prepare_electronics(work: Path, quick: bool) -> Path:
         (raw / source.name).write_text("".join(lines[:1] + lines[1:1500]), encoding="utf-8")
         source = raw / source.name
     out = work / "electronics"
-    run_ingest(IngestConfig(input=str(source), output=str(out), balance=False,
-                            split=(0.8, 0.1, 0.1), spark_master="local[2]"))  # fmt: skip
+    book = {} if defaults else {"dedupe": False, "balance": False, "split": (0.8, 0.1, 0.1)}
+    run_ingest(IngestConfig(input=str(source), output=str(out), spark_master="local[2]", **book))
     return out
 
 
@@ -143,11 +165,13 @@ def train_case(case: Case, data: Path, work: Path, nproc: int, quick: bool) -> t
     out = work / "model"
     args = ["--data", str(data), "--output-dir", str(out), "--run-id", work.name,
             "--checkpoint-uri", str(work / "ckpt"), "--checkpoint-every", "0",
-            "--model-name-or-path", case.model, "--learning-rate", str(case.learning_rate),
-            "--epochs", str(case.epochs), "--batch-size", "32", "--max-seq-length", "64",
+            "--model-name-or-path", case.model, "--batch-size", "32", "--no-mlflow",
+            "--log-every", "50"]  # fmt: skip
+    if not case.defaults:
+        args += ["--learning-rate", str(case.learning_rate),
+            "--epochs", str(case.epochs), "--max-seq-length", "64",
             "--class-weighting", case.class_weighting,
-            "--selection-metric", case.selection_metric, "--log-every", "50", "--no-mlflow",
-            *case.extra]  # fmt: skip
+            "--selection-metric", case.selection_metric, *case.extra]  # fmt: skip
     if quick:
         args += ["--max-steps", "4", "--eval-every", "2"]
     t0 = time.perf_counter()
@@ -207,54 +231,90 @@ def with_intervals(y: np.ndarray, probs: np.ndarray, labels: list[str], resample
 
 # ---- the run -----------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    if args.tier == "defaults":
+        data = {}
+        if not args.skip_samples:
+            data = {"electronics": prepare_electronics(work, args.quick, defaults=True),
+                    "software": prepare_software(work, args.quick)}  # fmt: skip
+        for raw in args.raw:
+            data[Path(raw).name.split(".")[0]] = prepare_raw(Path(raw), work)
+        chosen = {name: [Case("defaults", name, defaults=True)] for name in data}
+    else:
+        data = {"electronics": prepare_electronics(work, args.quick),
+                "software": prepare_software(work, args.quick)}  # fmt: skip
+        chosen = {name: [c for c in cases(args.epochs) if c.dataset == name] for name in data}
+    results = {name: score_dataset(name, path, chosen[name], work, args)
+               for name, path in data.items()}  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def score_dataset(name: str, path: Path, todo: list[Case], work: Path,
+                  args: argparse.Namespace) -> dict:  # fmt: skip
+    """The baseline and each case trained and scored on one dataset's test split."""
     from components.common.metrics import confusion_matrix
     from components.common.schema import LabelMap
     from components.evaluate.paired import paired_bootstrap
 
-    work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    data = {"electronics": prepare_electronics(work, args.quick),
-            "software": prepare_software(work, args.quick)}  # fmt: skip
-    results: dict[str, dict] = {}
-    for name, path in data.items():
-        label_map = LabelMap.from_dict(json.loads((path / "stats.json").read_text())["label_map"])
-        labels = [label_map.id2label[i] for i in range(label_map.num_labels)]
-        test = pd.read_parquet(path / "test")
-        texts, y = test["review_body"].tolist(), test["label"].to_numpy().astype(int)
-        t0 = time.perf_counter()
-        base = baseline_probs(path, texts, len(labels))
-        models = {BASELINE: {"probs": base, "seconds": time.perf_counter() - t0}}
-        for case in (c for c in cases(args.epochs) if c.dataset == name):
-            case_work = work / f"{name}-{case.name}"
-            case_work.mkdir()
-            train_data = path
-            if case.train_rows == "balanced":
-                train_data = balanced_copy(path, case_work / "data")
-            print(f"[quality] {name}: training {case.name}", flush=True)
-            model_dir, seconds = train_case(case, train_data, case_work, args.nproc, args.quick)
-            trained = json.loads((model_dir / "results.json").read_text())
-            models[case.name] = {"probs": bert_probs(model_dir, texts), "seconds": seconds,
-                                 "case": case, "train_rows": trained.get("train_rows"),
-                                 "steps": trained["steps"]}  # fmt: skip
-        results[name] = {"labels": labels, "rows": len(y), "models": {}}
-        for model_name, m in models.items():
-            entry = {**with_intervals(y, m["probs"], labels, args.resamples),
-                     "train_seconds": round(m["seconds"], 1),
-                     "confusion_matrix": confusion_matrix(y, m["probs"].argmax(1),
-                                                          len(labels)).tolist()}  # fmt: skip
-            if model_name != BASELINE:
-                case = m["case"]
-                entry["config"] = {"model": case.model, "learning_rate": case.learning_rate,
-                                   "epochs": case.epochs, "class_weighting": case.class_weighting,
-                                   "selection_metric": case.selection_metric,
-                                   "train_rows": case.train_rows, "steps": m["steps"]}  # fmt: skip
-                entry["vs_baseline"] = {
-                    metric: paired_bootstrap(y, m["probs"].argmax(1), base.argmax(1),
-                                             len(labels), metric, args.resamples).to_dict()
-                    for metric in ("accuracy", "macro_f1")
-                }  # fmt: skip
-            results[name]["models"][model_name] = entry
-    shutil.rmtree(work, ignore_errors=True)
-    return results
+    stats = json.loads((path / "stats.json").read_text())
+    label_map = LabelMap.from_dict(stats["label_map"])
+    labels = [label_map.id2label[i] for i in range(label_map.num_labels)]
+    test = pd.read_parquet(path / "test")
+    texts, y = test["review_body"].tolist(), test["label"].to_numpy().astype(int)
+    t0 = time.perf_counter()
+    base = baseline_probs(path, texts, len(labels))
+    models = {BASELINE: {"probs": base, "seconds": time.perf_counter() - t0}}
+    for case in todo:
+        case_work = work / f"{name}-{case.name}"
+        case_work.mkdir()
+        train_data = path
+        if case.train_rows == "balanced":
+            train_data = balanced_copy(path, case_work / "data")
+        print(f"[quality] {name}: training {case.name}", flush=True)
+        model_dir, seconds = train_case(case, train_data, case_work, args.nproc, args.quick)
+        trained = json.loads((model_dir / "results.json").read_text())
+        models[case.name] = {"probs": bert_probs(model_dir, texts), "seconds": seconds,
+                             "case": case, "trained": trained}  # fmt: skip
+    result = {"labels": labels, "rows": len(y), "models": {},
+              "splits": stats.get("splits"),
+              "text_duplicates": stats.get("text_duplicates")}  # fmt: skip
+    for model_name, m in models.items():
+        entry = {**with_intervals(y, m["probs"], labels, args.resamples),
+                 "train_seconds": round(m["seconds"], 1),
+                 "confusion_matrix": confusion_matrix(y, m["probs"].argmax(1),
+                                                      len(labels)).tolist()}  # fmt: skip
+        if model_name != BASELINE:
+            entry["config"] = _trained_config(m["case"], m["trained"])
+            entry["vs_baseline"] = {
+                metric: paired_bootstrap(y, m["probs"].argmax(1), base.argmax(1),
+                                         len(labels), metric, args.resamples).to_dict()
+                for metric in ("accuracy", "macro_f1")
+            }  # fmt: skip
+        result["models"][model_name] = entry
+    return result
+
+
+def _trained_config(case: Case, trained: dict) -> dict:
+    """What the run trained with: the case's settings, or the train step's own defaults."""
+    if case.defaults:
+        keys = (
+            "train_rows",
+            "steps",
+            "total_steps",
+            "budget",
+            "eval_every",
+            "early_stopped",
+            "best_step",
+            "learning_rate",
+            "class_weighting",
+            "selection_metric",
+        )
+        return {"model": case.model, "settings": "TrainConfig defaults",
+                **{k: trained.get(k) for k in keys}}  # fmt: skip
+    return {"model": case.model, "learning_rate": case.learning_rate, "epochs": case.epochs,
+            "class_weighting": case.class_weighting, "selection_metric": case.selection_metric,
+            "train_rows": case.train_rows, "steps": trained["steps"]}  # fmt: skip
 
 
 def table_rows(results: dict) -> list[dict]:
@@ -330,18 +390,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nproc", type=int, default=2, help="torchrun processes per training")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--quick", action="store_true", help="a few steps on a few rows (dry run)")
-    p.add_argument("--output", default=None, help="result name (default quality)")
+    p.add_argument("--output", default=None,
+                   help="result name (default quality, or quality-defaults)")  # fmt: skip
+    p.add_argument(
+        "--tier",
+        choices=("cases", "defaults"),
+        default="cases",
+        help="hand-picked cases, or the pipeline's own defaults end to end",
+    )
+    p.add_argument(
+        "--raw",
+        nargs="*",
+        default=[],
+        help="defaults tier: more raw TSV files (e.g. unseen categories)",
+    )
+    p.add_argument(
+        "--skip-samples",
+        action="store_true",
+        help="defaults tier: only the --raw files, not the repository's samples",
+    )
+    p.add_argument(
+        "--results-dir",
+        default=None,
+        help="write the JSON and PNG here instead of benchmarks/results/",
+    )
     args = p.parse_args(argv)
     if not (SHARED / ELECTRONICS).exists():
         raise SystemExit(f"{SHARED / ELECTRONICS} not found: set SHARED_DATA_DIR")
     results = run(args)
-    name = args.output or ("quality-quick" if args.quick else "quality")
+    base_name = "quality-defaults" if args.tier == "defaults" else "quality"
+    name = args.output or (f"{base_name}-quick" if args.quick else base_name)
     payload = {"unit": "share", "higher_is_better": True, "rows": table_rows(results),
                "results": results,
                "notes": "intervals: percentile bootstrap 95% over test rows; difference: paired "
                         "bootstrap of BERT minus baseline on the same rows"}  # fmt: skip
-    if args.quick:
-        out = Path(tempfile.mkdtemp(prefix="quality-quick-"))
+    if args.quick or args.results_dir:
+        out = Path(args.results_dir or tempfile.mkdtemp(prefix="quality-quick-"))
+        out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
         plot(results, out / f"{name}.png")
         print(out / f"{name}.json")

@@ -21,6 +21,7 @@ from components.train.component import (
     train,
     train_placement,
 )
+from components.train.config import TrainConfig
 from components.validate.component import validate
 
 PIPELINE_NAME = "review-classifier"
@@ -30,7 +31,7 @@ CONFIG_MAP, CONFIG_KEYS = PLATFORM_CONFIG_MAP, PLATFORM_ENV_KEYS
 # Stage defaults have one home, each stage's config dataclass; the parameters below that a
 # stage owns default to its fields (compiled into the YAML), and the components declare no
 # defaults of their own for them (tests/pipelines/test_defaults.py).
-_SPLIT, _GATE = IngestConfig.split, GateConfig
+_SPLIT, _GATE, _TRAIN = IngestConfig.split, GateConfig, TrainConfig
 
 
 def _platform_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -68,6 +69,7 @@ def review_classifier(
     checkpoint_uri: str = "s3://review-classifier/checkpoints/",
     label_mode: str = "star_rating",
     balance: bool = IngestConfig.balance,
+    dedupe: bool = IngestConfig.dedupe,
     train_fraction: float = _SPLIT[0],
     validation_fraction: float = _SPLIT[1],
     test_fraction: float = _SPLIT[2],
@@ -75,18 +77,18 @@ def review_classifier(
     validation_mode: str = "fail",
     max_seq_length: int = 64,
     model_name_or_path: str = "bert-base-uncased",
-    learning_rate: float = 1e-5,
+    learning_rate: float = _TRAIN.learning_rate,
     lr_search: bool = False,
     lr_candidates: list = [1e-5, 3e-5, 1e-4],  # noqa: B006 (a KFP parameter default)
     lr_trial_steps: int = 100,
     batch_size: int = 128,
-    epochs: int = 1,
-    max_steps: int = 0,
+    epochs: int = _TRAIN.epochs,
+    max_steps: int = _TRAIN.max_steps,
     checkpoint_every: int = 500,
     num_layers: int = 2,
     hidden_size: int = 128,
     num_heads: int = 2,
-    class_weighting: str = "none",
+    class_weighting: str = _TRAIN.class_weighting,
     metric: str = _GATE.metric,
     gpus_per_node: int = 1,
     num_nodes: int = 1,
@@ -113,6 +115,7 @@ def review_classifier(
 ) -> str:
     ingest_task = ingest(
         input_uri=input_uri, output_uri=data_uri, label_mode=label_mode, balance=balance,
+        dedupe=dedupe,
         train_fraction=train_fraction, validation_fraction=validation_fraction,
         test_fraction=test_fraction, spark_master=spark_master, feedback_uri=feedback_uri,
     )  # fmt: skip

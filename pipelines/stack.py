@@ -125,6 +125,10 @@ class LocalStack(ProcessRegistry):
         db.parent.mkdir(parents=True, exist_ok=True)
         env = self._base_env()
         env["MLFLOW_S3_ENDPOINT_URL"] = info.s3_endpoint
+        # MLflow 3's job runner (Huey consumer processes for server-side jobs) is used by
+        # nothing here: off, the idle server holds a fraction of the memory (README,
+        # benchmarks/stack_memory.py). An exported value still wins.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         argv = [
             sys.executable, "-m", "mlflow", "server",
             "--host", "127.0.0.1", "--port", str(port),

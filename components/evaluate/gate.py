@@ -32,7 +32,9 @@ class GateConfig:
     """Thresholds; the accuracy floor suits 5 balanced classes (chance is 0.2)."""
 
     min_accuracy: float = 0.45
-    metric: str = "accuracy"
+    # Macro-F1: on real reviews (62% five stars) accuracy rewards predicting 5 everywhere;
+    # the train step selects its best weights on the same metric (TrainConfig).
+    metric: str = "macro_f1"
     min_gain_over_baseline: float = 0.0
     baseline_test: str = "superiority"
     max_regression: float = 0.01
@@ -76,6 +78,7 @@ class Decision:
     checks: list[Check]
     comparisons: dict[str, PairedDifference] = field(default_factory=dict)
     report: str = ""
+    advice: tuple[str, ...] = ()  # what to change, from the run's figures (advice.py)
 
     @property
     def failed(self) -> list[Check]:
@@ -85,13 +88,16 @@ class Decision:
         if self.passed:
             return "gate passed: " + "; ".join(c.detail for c in self.checks)
         where = f"; report: {self.report}" if self.report else ""
-        return "gate failed: " + "; ".join(f"{c.name}: {c.detail}" for c in self.failed) + where
+        change = f"; what to change: {'; '.join(self.advice)}" if self.advice else ""
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in self.failed)
+        return f"gate failed: {failed}{where}{change}"
 
     def to_dict(self) -> dict:
         return {
             "passed": self.passed,
             "checks": [asdict(c) for c in self.checks],
             "comparisons": {k: v.to_dict() for k, v in self.comparisons.items()},
+            "advice": list(self.advice),
         }
 
 

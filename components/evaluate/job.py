@@ -26,6 +26,7 @@ from components.common.inference import Classifier
 from components.common.schema import LabelMap
 from components.common.settings import Settings
 from components.evaluate import baseline, behaviour
+from components.evaluate.advice import advise, read_train_results
 from components.evaluate.bias import post_training_bias
 from components.evaluate.explanations import global_explanation, plot_top_words
 from components.evaluate.gate import BASELINE_TESTS, GateConfig, decide
@@ -140,6 +141,9 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
         report=cfg.report or str(out / "evaluation.json"),
         worst_category=bias["worst_category"],
     )  # fmt: skip
+    if not decision.passed:
+        advice = advise(stats, read_train_results(cfg.model_dir))
+        decision = replace(decision, advice=tuple(advice))
     logger.info(decision.message())
     explanation = None
     if cfg.explain_rows > 0 and len(texts):

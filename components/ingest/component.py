@@ -22,7 +22,8 @@ def ingest(
     validation_fraction: float,
     test_fraction: float,
     label_mode: str = "star_rating",
-    balance: bool = True,
+    balance: bool = False,
+    dedupe: bool = True,
     seed: int = 42,
     spark_master: str = "local[*]",
     text_fields: str = "review_body",
@@ -44,7 +45,7 @@ def ingest(
     # The output prefix is a function of the inputs, so a cached run and a fresh one with the
     # same inputs agree on where the data is, and other inputs never overwrite it.
     key = json.dumps([input_uri, label_mode, balance, train_fraction, validation_fraction,
-                      test_fraction, seed, text_fields]
+                      test_fraction, seed, text_fields] + ([] if dedupe else ["no-dedupe"])
                      + ([feedback_uri] if feedback_uri else []))  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     with tempfile.TemporaryDirectory(prefix="ingest-out-") as tmp:
@@ -53,8 +54,8 @@ def ingest(
         result = run_ingest(
             IngestConfig(
                 input=input_uri, output=out, label_mode=label_mode, balance=balance,
-                split=(train_fraction, validation_fraction, test_fraction), seed=seed,
-                spark_master=spark_master, text_fields=tuple(text_fields.split(",")),
+                dedupe=dedupe, split=(train_fraction, validation_fraction, test_fraction),
+                seed=seed, spark_master=spark_master, text_fields=tuple(text_fields.split(",")),
                 feedback=feedback_uri,
             ),
             local_copy=local_copy,

@@ -20,7 +20,7 @@ USAGE = r"""The ingest job: raw TSV (S3 or local) to Parquet splits, rejects and
 Usage::
 
     python -m components.ingest --input s3://bucket/raw/ --output s3://bucket/runs/r1/ \\
-        [--label-mode star_rating|sentiment] [--balance/--no-balance] [--split 0.9 0.05 0.05] \\
+        [--label-mode star_rating|sentiment] [--balance/--no-balance] [--split 0.8 0.1 0.1] \\
         [--seed 42] [--spark-master local[*]]
 """
 
@@ -32,8 +32,16 @@ class IngestConfig:
     input: str
     output: str
     label_mode: LabelMode = LabelMode.STAR_RATING
-    balance: bool = True
-    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    # Every row is kept: the train step weights the loss by class instead (class_weighting,
+    # components/train/config.py). Undersampling to the smallest class, the book's default,
+    # kept 1,645 of 10,000 real reviews and lost to TF-IDF (issue 27); it stays an option.
+    balance: bool = False
+    # 80/10/10 rather than the book's 90/5/5: 1,000 test rows of 10,000 let the paired test
+    # against the baseline decide a 3-point gain; 500 could not.
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    # Real reviews repeat short texts ("Great", "Love it") under different stars: each
+    # normalized text is kept once, with its majority label (transforms.DEDUPE_POLICY).
+    dedupe: bool = True
     seed: int = 42
     spark_master: str = "local[*]"
     driver_memory: str = "2g"
@@ -73,7 +81,12 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
     )  # fmt: skip
     parser.add_argument(
         "--balance", action=argparse.BooleanOptionalAction, default=IngestConfig.balance,
-        help="undersample every class to the smallest (the book's default)",
+        help="undersample every class to the smallest (the book's default; off: every row is "
+        "kept and the train step weights the loss)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dedupe", action=argparse.BooleanOptionalAction, default=IngestConfig.dedupe,
+        help="keep each normalized review text once, with its majority label, before the split",
     )  # fmt: skip
     parser.add_argument(
         "--split", nargs=3, type=float, default=list(IngestConfig.split),
@@ -113,6 +126,7 @@ def parse_args(argv: list[str] | None) -> IngestConfig:
         )  # fmt: skip
     return IngestConfig(
         input=args.input, output=args.output, label_mode=args.label_mode, balance=args.balance,
+        dedupe=args.dedupe,
         split=tuple(args.split), seed=args.seed, spark_master=args.spark_master,
         driver_memory=args.driver_memory,
         text_fields=tuple(args.text_fields), k8s=k8s, feedback=args.feedback,

@@ -35,6 +35,8 @@ class Stats:
     read_path: str = ""
     text_cleaner: str = ""
     blank_lines: int = 0
+    # repeated normalized texts before the split, and the policy that kept one row of each
+    text_duplicates: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -106,5 +108,8 @@ def check_sums(stats: Stats) -> None:
     """Nothing vanishes: accepted + rejected = read, and splits add up to what was kept."""
     if stats.rows_accepted + sum(stats.rejected.values()) != stats.rows_read:
         raise PlatformError(f"row accounting is off: {stats.rows_read} read, {stats}")
+    dropped = stats.text_duplicates.get("rows_dropped", 0)
+    if stats.text_duplicates and sum(stats.classes_after.values()) > stats.rows_accepted - dropped:
+        raise PlatformError(f"dedupe accounting is off: {stats.text_duplicates}, {stats}")
     if sum(stats.splits.values()) != sum(stats.classes_after.values()):
         raise PlatformError(f"split accounting is off: {stats.splits} vs {stats.classes_after}")

@@ -160,8 +160,57 @@ def split_bounds(count: int, fractions: Sequence[float]) -> tuple[int, int]:
     return train, min(count, train + validation)
 
 
+def normalized_text(col: Column) -> Column:
+    """The text two reviews must share to count as the same: lower case, letters and digits.
+
+    "Great!" and "great" are one text; the split and the dedupe key on this.
+    """
+    return F.trim(F.regexp_replace(F.lower(col), r"[^\p{L}\p{N}]+", " "))
+
+
 def _order_key(seed: int) -> Column:
-    return F.xxhash64(F.col("review_id"), F.lit(seed))
+    # By the text, not the review_id: identical texts always fall on the same side of a cut.
+    return F.xxhash64(normalized_text(F.col("review_body")), F.lit(seed))
+
+
+# Stated in stats.json: what a repeated text becomes.
+DEDUPE_POLICY = (
+    "rows whose normalized text repeats are kept once, with the label most of them carry; a "
+    "tie goes to the lower label (the more negative star), and the earliest row read with "
+    "that label is the one kept"
+)
+
+
+def dedupe_texts(df: DataFrame) -> DataFrame:
+    """Keep each normalized ``review_body`` once, labelled by the majority of its rows.
+
+    Adds nothing; drops the repeats. See ``DEDUPE_POLICY``; ``dedupe_counts`` counts them.
+    """
+    keyed = df.withColumn("_text_key", normalized_text(F.col("review_body")))
+    votes = keyed.groupBy("_text_key", "label").agg(
+        F.count("*").alias("_votes"), F.min("_row_id").alias("_first")
+    )
+    order = Window.partitionBy("_text_key").orderBy(F.col("_votes").desc(), F.col("label").asc())
+    winners = (
+        votes.withColumn("_pick", F.row_number().over(order))
+        .filter(F.col("_pick") == 1)
+        .select(F.col("_first").alias("_row_id"))
+    )
+    return keyed.join(winners, "_row_id", "left_semi").drop("_text_key")
+
+
+def dedupe_counts(df: DataFrame) -> dict[str, int]:
+    """Texts that repeat, rows that dedupe drops, and texts whose rows disagree on the label."""
+    groups = df.groupBy(normalized_text(F.col("review_body")).alias("_t")).agg(
+        F.count("*").alias("n"), F.countDistinct("label").alias("labels")
+    )
+    row = groups.agg(
+        F.sum(F.when(F.col("n") > 1, 1).otherwise(0)).alias("repeated_texts"),
+        F.sum(F.col("n") - 1).alias("rows_dropped"),
+        F.sum(F.when(F.col("labels") > 1, 1).otherwise(0)).alias("conflicting_texts"),
+        F.sum(F.when(F.col("labels") > 1, F.col("n")).otherwise(0)).alias("conflicting_rows"),
+    ).first()
+    return {k: int(row[k] or 0) for k in row.asDict()}
 
 
 _KEY_MIN, _KEY_SPAN = -(2**63), 2**64

@@ -138,6 +138,12 @@ def _balance_and_split(classified: Any, before: dict[int, int], config: IngestCo
     from components.ingest import transforms as tr
 
     accepted = classified.filter(F.col("reason").isNull())
+    if config.dedupe:
+        # Before the split: a text kept once cannot sit in train and in test.
+        stats.text_duplicates = {**tr.dedupe_counts(accepted), "policy": tr.DEDUPE_POLICY}
+        accepted = tr.dedupe_texts(accepted).persist()
+        before = {r["label"]: r["count"] for r in accepted.groupBy("label").count().collect()}
+        logger.info("duplicate texts: %s", stats.text_duplicates)
     out_df = (
         tr.balance_and_split(accepted, before, config.split, config.seed, config.balance)
         .select("split", *tr.OUTPUT_COLUMNS)

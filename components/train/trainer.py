@@ -20,6 +20,7 @@ from components.common.inference import LABEL_MAP_FILE
 from components.common.schema import LabelMap
 from components.common.storage import S3Storage, is_s3_uri
 from components.train import distributed as du
+from components.train.budget import plan_steps
 from components.train.checkpoint import CheckpointStore
 from components.train.config import TrainConfig
 from components.train.data import (
@@ -73,6 +74,7 @@ class Loop:
     val_ds: TokenizedDataset
     micro: int
     total_steps: int
+    eval_every: int
     mlflow: Any
     steady: dict = field(default_factory=_steady)
     window: dict = field(default_factory=_window)
@@ -208,9 +210,7 @@ class Trainer:
         tokenizer, model = self._tokenizer_and_model(label_map, train_df["review_body"].tolist())
         self.collate = PadCollator(tokenizer.pad_token_id)
         if cfg.class_weighting != "none":
-            weights = class_weights(
-                train_df["label"].to_numpy(), self.num_labels, cfg.class_weighting
-            )
+            weights = class_weights(list(train_df["label"]), self.num_labels, cfg.class_weighting)
             logger.info("class weights (%s): %s", cfg.class_weighting,
                         [round(w, 3) for w in weights])  # fmt: skip
             self.loss_fn = torch.nn.CrossEntropyLoss(
@@ -232,7 +232,13 @@ class Trainer:
             raise ValueError(
                 f"{len(train_ds)} training rows make no full batch of {cfg.batch_size}"
             )
-        total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        plan = plan_steps(
+            len(train_ds), micro * ctx.world_size * cfg.grad_accum, steps_per_epoch,
+            max_steps=cfg.max_steps, epochs=cfg.epochs, passes=cfg.budget_passes,
+            floor=cfg.min_examples, ceiling=cfg.max_examples, evaluations=cfg.evaluations,
+            eval_every=cfg.eval_every,
+        )  # fmt: skip
+        total_steps = plan.total_steps
         model.to(ctx.device)
         optimizer, scheduler = self._optimizer(model, total_steps)
         scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
@@ -243,18 +249,18 @@ class Trainer:
             model = DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
         params = {**asdict(cfg), "world_size": ctx.world_size, "precision": self.precision,
                   "train_rows": len(train_ds), "val_rows": len(val_ds), "micro_batch": micro,
-                  "total_steps": total_steps}  # fmt: skip
+                  "total_steps": total_steps, "eval_every": plan.eval_every}  # fmt: skip
         mlflow = self._mlflow_start(params)
         logger.info(
             "training: %d train / %d val rows, %d labels, world %d, micro-batch %d x accum %d = "
-            "%d, %d steps (%d/epoch), precision %s, device %s%s",
+            "%d, %s (%d steps/epoch), precision %s, device %s%s",
             len(train_ds), len(val_ds), self.num_labels, ctx.world_size, micro, cfg.grad_accum,
-            micro * ctx.world_size * cfg.grad_accum, total_steps, steps_per_epoch,
+            micro * ctx.world_size * cfg.grad_accum, plan.describe(), steps_per_epoch,
             self.precision, ctx.device,
             f", resuming at step {resumed_from}" if resumed_from is not None else "",
         )  # fmt: skip
         loop = Loop(model, loader, sampler, optimizer, scheduler, scaler, val_ds, micro,
-                    total_steps, mlflow)  # fmt: skip
+                    total_steps, plan.eval_every, mlflow)  # fmt: skip
         steps_this_attempt = self._loop(loop)
         final = (
             self.state.history[-1] if self.state.history else self.evaluate(model, val_ds, micro)
@@ -264,6 +270,13 @@ class Trainer:
             "mlflow_run_id": self.state.mlflow_run_id,
             "steps": self.state.step,
             "total_steps": total_steps,
+            "budget": plan.rule,
+            "examples_per_step": micro * ctx.world_size * cfg.grad_accum,
+            "eval_every": plan.eval_every,
+            "train_rows": len(train_ds),
+            "early_stopped": self.state.step < total_steps,
+            "learning_rate": cfg.learning_rate,
+            "class_weighting": cfg.class_weighting,
             "resumed_from_step": resumed_from,
             "steps_this_attempt": steps_this_attempt,
             "selection_metric": cfg.selection_metric,
@@ -287,14 +300,14 @@ class Trainer:
 
     def _loop(self, loop: Loop) -> int:
         """Train epoch after epoch until ``total_steps`` or early stopping; returns steps done."""
-        cfg, st = self.cfg, self.state
+        st = self.state
         loop.model.train()
         while st.step < loop.total_steps:
             epoch_done, stop = self._train_epoch(loop)
             if epoch_done:  # a full pass over the data
                 st.epoch += 1
                 st.batches_done_in_epoch = 0
-                if not cfg.eval_every:
+                if not loop.eval_every:
                     stop = self._after_eval(loop)
                 self._checkpoint(loop.model, loop.optimizer, loop.scheduler, loop.scaler)
             if stop:
@@ -335,7 +348,7 @@ class Trainer:
             self._account_step(loop, t_step, accum_loss)
             accum_loss = torch.zeros((), device=ctx.device)
             stop = False
-            if cfg.eval_every and st.step % cfg.eval_every == 0:
+            if loop.eval_every and st.step % loop.eval_every == 0:
                 stop = self._after_eval(loop)
             if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
                 self._checkpoint(model, loop.optimizer, loop.scheduler, scaler)
@@ -411,14 +424,18 @@ class Trainer:
                 mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("val_")},
                                    step=st.step)  # fmt: skip
         score = metrics[f"val_{cfg.selection_metric}"]
-        if score > st.best_score:
-            st.best_score, st.best_step = score, st.step
+        # Any gain keeps the weights; only a gain of min_delta resets the patience, so a
+        # saturated metric (ups and downs in the noise) stops the run.
+        gain = score - st.best_score
+        if gain >= cfg.early_stopping_min_delta or st.best_step < 0:
             st.evals_without_improvement = 0
+        else:
+            st.evals_without_improvement += 1
+        if gain > 0:
+            st.best_score, st.best_step = score, st.step
             if self.ctx.is_main:
                 self.best_weights = {k: v.detach().cpu().clone()
                                      for k, v in unwrap(model).state_dict().items()}  # fmt: skip
-        else:
-            st.evals_without_improvement += 1
         patience = cfg.early_stopping_patience
         return bool(patience and st.evals_without_improvement >= patience)
 

@@ -17,7 +17,7 @@ def validate(
     metrics: Output[Metrics],
     validation_mode: str = "fail",
     max_rows: int = 20000,
-    min_rows: int = 1000,
+    min_rows: int = 500,
 ):
     """Deepchecks suites, Deequ-style constraints and bias figures; fails on a failed check."""
     import os

@@ -18,6 +18,7 @@ class CheckOutcome:
     detail: str
     source: str = "constraint"
     seconds: float = 0.0
+    advice: str = ""  # what to change when it failed (components/validate/advice.py)
 
     def to_dict(self) -> dict:
         return asdict(self)

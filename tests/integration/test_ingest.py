@@ -77,9 +77,11 @@ def generated_out(tmp_path_factory) -> tuple[Path, dict]:
     raw = tmp_path_factory.mktemp("raw")
     generate(GeneratorConfig(rows=6000, seed=11), raw)
     out = tmp_path_factory.mktemp("out")
-    stats = run_ingest(IngestConfig(input=str(raw), output=str(out / "a"), seed=42))
-    again = run_ingest(IngestConfig(input=str(raw), output=str(out / "b"), seed=42))
-    other = run_ingest(IngestConfig(input=str(raw), output=str(out / "c"), seed=7))
+    # the book's options: undersampling, 90/5/5, every row (no dedupe)
+    book = dict(balance=True, split=(0.9, 0.05, 0.05), dedupe=False)
+    stats = run_ingest(IngestConfig(input=str(raw), output=str(out / "a"), seed=42, **book))
+    again = run_ingest(IngestConfig(input=str(raw), output=str(out / "b"), seed=42, **book))
+    other = run_ingest(IngestConfig(input=str(raw), output=str(out / "c"), seed=7, **book))
     return out, {"a": stats, "b": again, "c": other}
 
 
@@ -158,7 +160,8 @@ def test_main_exits_non_zero_with_one_line(tmp_path, capsys):
 
 def test_real_gift_card_sample_has_zero_rejects(reviews_dir, tmp_path):
     path = reviews_dir / "amazon_reviews_us_Gift_Card_v1_00.sample.tsv"
-    stats = run_ingest(IngestConfig(input=str(path), output=str(tmp_path)))
+    book = dict(balance=True, split=(0.9, 0.05, 0.05), dedupe=False)
+    stats = run_ingest(IngestConfig(input=str(path), output=str(tmp_path), **book))
     assert stats.rows_read == 1452 and stats.rows_accepted == 1452
     assert sum(stats.rejected.values()) == 0
     assert stats.classes_before == {"1": 54, "2": 14, "3": 33, "4": 85, "5": 1266}
@@ -255,8 +258,8 @@ def test_split_cuts_rank_only_keys_below_the_bound_and_stay_exact(spark, monkeyp
     from components.ingest import transforms as tr
 
     counts = {0: 3000, 1: 200, 2: 40}
-    rows = [(label, f"R{label}-{i}") for label, n in counts.items() for i in range(n)]
-    df = spark.createDataFrame(rows, "label int, review_id string")
+    rows = [(label, f"review {label} {i}") for label, n in counts.items() for i in range(n)]
+    df = spark.createDataFrame(rows, "label int, review_body string")
     keys = df.select("label", tr._order_key(5).alias("k")).collect()
     by_label = {label: sorted(r["k"] for r in keys if r["label"] == label) for label in counts}
 
@@ -319,3 +322,33 @@ def test_a_full_staging_disk_is_one_line_naming_the_directory(stack, settings, s
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("ingest failed")]
     assert "no space left in /run/staging/ingest-" in line and "MB free" in line, line
     assert "set TMPDIR" in line
+
+
+def test_dedupe_keeps_each_text_once_with_its_majority_label(spark):
+    from components.ingest import transforms as tr
+
+    rows = [  # (_row_id, review_body, label)
+        (0, "Great!", 4), (1, "great", 4), (2, "GREAT", 0),  # majority 4, first row 0
+        (3, "Love it", 3), (4, "love it.", 4),  # a tie: the lower label, its first row
+        (5, "Broke after a day", 0),  # unique
+        (6, "ok", 2), (7, "Ok", 1), (8, "OK!", 1),  # majority 1: row 7 (first with label 1)
+    ]  # fmt: skip
+    df = spark.createDataFrame(rows, "_row_id long, review_body string, label int")
+    kept = {r["_row_id"]: r["label"] for r in tr.dedupe_texts(df).collect()}
+    assert kept == {0: 4, 3: 3, 5: 0, 7: 1}
+    assert tr.dedupe_counts(df) == {"repeated_texts": 3, "rows_dropped": 5,
+                                    "conflicting_texts": 3, "conflicting_rows": 8}  # fmt: skip
+
+
+def test_real_gift_card_defaults_dedupe_before_a_split_by_text(reviews_dir, tmp_path):
+    path = reviews_dir / "amazon_reviews_us_Gift_Card_v1_00.sample.tsv"
+    stats = run_ingest(IngestConfig(input=str(path), output=str(tmp_path)))
+    dups = stats.text_duplicates
+    assert dups["rows_dropped"] > 0 and dups["conflicting_texts"] > 0 and dups["policy"]
+    kept = sum(stats.splits.values())
+    assert kept == stats.rows_accepted - dups["rows_dropped"]
+    splits = _splits(tmp_path)
+    texts = [set(df["review_body"].str.lower().str.replace(r"[\W_]+", " ", regex=True)
+                 .str.strip()) for df in splits.values()]  # fmt: skip
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    assert abs(stats.splits["test"] - 0.1 * kept) <= 5  # 80/10/10, stratified

@@ -66,13 +66,15 @@ def test_pipeline_shape():
     assert tasks["train"]["cachingOptions"].get("enableCache") in (None, False)
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["max_seq_length"]["defaultValue"] == 64
-    assert params["learning_rate"]["defaultValue"] == 1e-5
+    assert params["learning_rate"]["defaultValue"] == 5e-5
     assert params["lr_search"]["defaultValue"] is False
     assert params["lr_candidates"]["defaultValue"] == [1e-5, 3e-5, 1e-4]
     assert params["model_name_or_path"]["defaultValue"] == "bert-base-uncased"
     assert params["baseline_test"]["defaultValue"] == "superiority"
     assert params["batch_size"]["defaultValue"] == 128
-    assert params["train_fraction"]["defaultValue"] == 0.9
+    assert params["train_fraction"]["defaultValue"] == 0.8
+    assert params["balance"]["defaultValue"] is False and params["dedupe"]["defaultValue"] is True
+    assert params["epochs"]["defaultValue"] == 0  # the examples budget decides
     executors = spec["deploymentSpec"]["executors"]
     train_container = executors["exec-train"]["container"]
     assert train_container["image"] == "ghcr.io/review-classifier/train:0.1.0"

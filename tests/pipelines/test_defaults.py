@@ -14,6 +14,7 @@ from components.ingest.config import IngestConfig
 from components.ingest.spark import K8sOptions
 from components.train.cluster import ClusterSpec
 from components.train.component import lr_trial, train
+from components.train.config import TrainConfig
 from pipelines.review_classifier import review_classifier
 
 OWNED = {  # pipeline parameter -> the stage default it must equal
@@ -24,6 +25,11 @@ OWNED = {  # pipeline parameter -> the stage default it must equal
     "max_regression": GateConfig.max_regression,
     "max_category_accuracy_gap": GateConfig.max_category_accuracy_gap,
     "balance": IngestConfig.balance,
+    "dedupe": IngestConfig.dedupe,
+    "learning_rate": TrainConfig.learning_rate,
+    "epochs": TrainConfig.epochs,
+    "max_steps": TrainConfig.max_steps,
+    "class_weighting": TrainConfig.class_weighting,
     "train_fraction": IngestConfig.split[0],
     "validation_fraction": IngestConfig.split[1],
     "test_fraction": IngestConfig.split[2],
@@ -60,3 +66,13 @@ def test_one_namespace_default():
     settings = Settings.from_env({}, dotenv=None)
     assert settings.kserve_namespace == settings.training_namespace == DEFAULT_NAMESPACE
     assert deploy.component_spec.inputs["namespace"].default == ""  # KSERVE_NAMESPACE then
+
+
+def test_the_train_step_selects_on_the_gate_metric_and_the_run_keeps_no_other_ml_default():
+    from pipelines.run import LOCAL_PARAMS
+
+    assert TrainConfig.selection_metric == GateConfig.metric
+    # the embedded default changes only what the hardware sets and where things run
+    assert set(LOCAL_PARAMS) == {"deploy_target", "gpus_per_node", "serving_gpus",
+                                 "cpu_processes", "spark_master", "model_name_or_path",
+                                 "batch_size", "checkpoint_every"}  # fmt: skip

@@ -37,9 +37,14 @@ def _run(state: Path, *args: str) -> str:
     return proc.stdout
 
 
+# The default budget trains up to 469 steps (about 6 minutes here); the tests test the run,
+# not the budget (tests/unit/test_defaults_budget.py), so they train a small explicit one.
+FAST = ("--param", "max_steps=200", "--param", "learning_rate=1e-4")
+
+
 @pytest.fixture(scope="module")
 def first(state) -> str:
-    return _run(state)
+    return _run(state, *FAST)
 
 
 def _client_env(state: Path) -> Settings:
@@ -128,7 +133,7 @@ def test_second_run_after_a_stack_restart_reuses_the_cache_and_the_registry(firs
     # its objects under the state dir, so the cached ingest's splits and the champion's files
     # (MLflow's database points at them) are still there.
     LocalStack(state, Settings.from_env({}, dotenv=None)).down()
-    second = _run(state)
+    second = _run(state, *FAST)
     assert re.search(r"ingest\s+│\s+CACHED", second)
     assert re.search(r"validate\s+│\s+CACHED", second)
     assert re.search(r"train\s+│\s+SUCCESS", second)
@@ -260,8 +265,12 @@ def test_monitor_loop_no_retrain_in_distribution_retrain_on_shifted_traffic(
     # The loop is under test, not the retrained model's margin: 100 real Electronics rows in a
     # generated training set can move the TF-IDF baseline past the BERT on 230 test rows (one run
     # of the suite: -2.6 points, interval below zero), so the retrain may be up to 5 points worse.
+    # The retrain's input is generated reviews (plus the labels): the baseline test of
+    # generated data (pipelines/run.py GENERATED_PARAMS), and the tests' small budget.
     retrained = _monitor(state, "--since", since, "--min-labelled", "1",
-                         "--pipeline-param", "min_gain_over_baseline=-0.05")  # fmt: skip
+                         "--pipeline-param", "min_gain_over_baseline=-0.05",
+                         "--pipeline-param", "baseline_test=non_inferiority",
+                         *(x.replace("--param", "--pipeline-param") for x in FAST))  # fmt: skip
     assert f"{len(queue)} labelled feedback rows (>= 1)" in retrained
     assert "Decision: retrain started: python -m pipelines.run --input s3://" in retrained
     assert "feedback_uri=s3://" in retrained and re.search(r"ingest\s+│\s+SUCCESS", retrained)

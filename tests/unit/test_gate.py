@@ -48,9 +48,11 @@ def test_one_row_cannot_flip_a_tie():
     y, a, _ = _pair(230, 0.9, 0.9)
     b = a.copy()
     b[np.flatnonzero(a == y)[0]] = (y[np.flatnonzero(a == y)[0]] + 1) % 5  # baseline one row worse
-    cfg = GateConfig(min_accuracy=0.5, baseline_test="non_inferiority")
+    cfg = GateConfig(metric="accuracy", min_accuracy=0.5, baseline_test="non_inferiority")
     assert decide(y, {"model": b, "baseline": a}, 5, cfg).passed  # one row behind: still passes
-    strict = decide(y, {"model": a, "baseline": b}, 5, GateConfig(min_accuracy=0.5))
+    strict = decide(
+        y, {"model": a, "baseline": b}, 5, GateConfig(metric="accuracy", min_accuracy=0.5)
+    )
     assert not strict.passed  # and one row ahead is no proof of beating it
     assert [c.name for c in strict.failed] == ["beats_baseline"]
 
@@ -58,19 +60,19 @@ def test_one_row_cannot_flip_a_tie():
 @pytest.mark.parametrize(
     ("acc", "base", "champ", "cfg", "failing"),
     [
-        (0.40, 0.30, None, GateConfig(), {"min_accuracy"}),
-        (0.80, 0.70, None, GateConfig(), set()),
-        (0.72, 0.70, None, GateConfig(), {"beats_baseline"}),
-        (0.72, 0.70, None, GateConfig(baseline_test="non_inferiority"), set()),
+        (0.40, 0.30, None, GateConfig(metric="accuracy"), {"min_accuracy"}),
+        (0.80, 0.70, None, GateConfig(metric="accuracy"), set()),
+        (0.72, 0.70, None, GateConfig(metric="accuracy"), {"beats_baseline"}),
+        (0.72, 0.70, None, GateConfig(metric="accuracy", baseline_test="non_inferiority"), set()),
         (
             0.60,
             0.75,
             None,
-            GateConfig(baseline_test="non_inferiority"),
+            GateConfig(metric="accuracy", baseline_test="non_inferiority"),
             {"not_worse_than_baseline"},
         ),
-        (0.80, 0.50, 0.90, GateConfig(), {"no_regression_vs_champion"}),
-        (0.80, 0.50, 0.805, GateConfig(), set()),
+        (0.80, 0.50, 0.90, GateConfig(metric="accuracy"), {"no_regression_vs_champion"}),
+        (0.80, 0.50, 0.805, GateConfig(metric="accuracy"), set()),
     ],
 )
 def test_each_gate_condition_fails_alone(acc, base, champ, cfg, failing):
@@ -92,7 +94,7 @@ def test_each_gate_condition_fails_alone(acc, base, champ, cfg, failing):
 def test_failure_message_names_the_test_and_figures():
     y, ours, baseline = _pair(1000, 0.70, 0.70, seed=5)
     message = decide(y, {"model": ours, "baseline": baseline}, 5,
-                     GateConfig(min_accuracy=0.5, min_gain_over_baseline=0.02)).message()  # fmt: skip
+                     GateConfig(metric="accuracy", min_accuracy=0.5, min_gain_over_baseline=0.02)).message()  # fmt: skip
     assert "beats_baseline: accuracy" in message and "95% CI [" in message
     assert "paired bootstrap, 2000 resamples of 1000 rows" in message
     assert "needs the interval above +0.0200" in message

@@ -29,7 +29,8 @@ def test_parse_args_into_frozen_config():
     [
         ({"precision": "int8"}, "auto, bf16, fp16, fp32"),
         ({"hidden_size": 130, "num_heads": 4}, "not divisible"),
-        ({"epochs": 0, "max_steps": 0}, "epochs >= 1 or max_steps"),
+        ({"epochs": -1}, "epochs and max_steps must be >= 0"),
+        ({"min_examples": 20_000}, "min_examples <= max_examples"),
         ({"max_seq_length": 1024}, "512"),
         ({"batch_size": 0}, "batch_size"),
     ],
