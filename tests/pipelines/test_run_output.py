@@ -9,7 +9,7 @@ import pytest
 from kfp import dsl
 from rich.console import Console
 
-from pipelines.run import StepFiles, run_with_progress
+from pipelines.steps import StepFiles, run_with_progress
 
 pytestmark = pytest.mark.integration
 
