@@ -243,6 +243,16 @@ def conditions(obj: dict) -> dict[str, dict]:
     return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
+def _annotations(obj: dict | None) -> dict:
+    return ((obj or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def _serves(obj: dict, spec: ServiceSpec) -> bool:
+    """Whether the InferenceService already names this model and serving variant."""
+    return (obj["spec"]["predictor"]["model"].get("storageUri") == spec.storage_uri
+            and _annotations(obj).get(VARIANT_ANNOTATION, "") == (spec.variant or ""))  # fmt: skip
+
+
 def predictor_status(obj: dict) -> dict:
     return ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
 
@@ -359,8 +369,10 @@ class Rollout:
             return RolloutResult("created", obj["status"].get("url", ""), revision)
         before = predictor_status(current).get("latestCreatedRevision")
         canary = spec.canary_percent if spec.canary_percent is not None else 10
-        if current["spec"]["predictor"]["model"]["storageUri"] == spec.storage_uri:
-            if self.record.promoted(ns, name, spec.storage_uri):
+        # the same model and variant (a new variant of the same version is a new spec: pinning
+        # one, or a GPU target, rolls out through the canary like a new version)
+        if _serves(current, spec):
+            if self.record.promoted(ns, name, spec.storage_uri, spec.variant):
                 return self._promote(spec, current, on_promote, "unchanged")
             return self._retest(spec, current, check, on_promote, canary)
         body = build_inference_service(ServiceSpec(**{**spec.__dict__, "canary_percent": canary}))
@@ -473,11 +485,10 @@ class Rollout:
         ns, name = spec.namespace, spec.name
         body = build_inference_service(spec)
         previous = current["spec"]["predictor"]["model"]["storageUri"] if current else None
-        previous_version = (((current or {}).get("metadata") or {}).get("annotations")
-                            or {}).get(VERSION_ANNOTATION, "")  # fmt: skip
+        previous_version = _annotations(current).get(VERSION_ANNOTATION, "")
         # Every run tests what serves (the Deployment rolls only when the template changed): an
         # unchanged model after a failed create is tested like a new one, never promoted as is.
-        unchanged = previous == spec.storage_uri
+        unchanged = current is not None and _serves(current, spec)
         if current is None:
             self.api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
         else:
@@ -493,10 +504,15 @@ class Rollout:
                 raise
             logger.warning("rolling back %s/%s to %s (version %s)", ns, name, previous,
                            previous_version or "unknown")  # fmt: skip
-            # the previous model and its version annotation, as one change (one rollout)
+            # the previous model with its version and variant (annotations and the predictor's
+            # env, which name what answers), as one change (one rollout)
+            model = current["spec"]["predictor"]["model"]
             self._patch(ns, name, {
-                "metadata": {"annotations": {VERSION_ANNOTATION: previous_version}},
-                "spec": {"predictor": {"model": {"storageUri": previous}}}})  # fmt: skip
+                "metadata": {"annotations": {
+                    VERSION_ANNOTATION: previous_version,
+                    VARIANT_ANNOTATION: _annotations(current).get(VARIANT_ANNOTATION)}},
+                "spec": {"predictor": {"model": {"storageUri": previous,
+                                                 "env": model.get("env") or []}}}})  # fmt: skip
             raise PlatformError(f"rolled back to {previous}: {e}") from e
         self._promoted(spec, obj, f"{name}-predictor")
         if on_promote:

@@ -56,10 +56,12 @@ class RolloutRecord:
         data = cm.get("data") if isinstance(cm, dict) else cm.data
         return dict(data or {})
 
-    def promoted(self, ns: str, service: str, storage_uri: str) -> bool:
-        """Whether ``storage_uri`` passed its check and was promoted, and nothing since failed."""
+    def promoted(self, ns: str, service: str, storage_uri: str, variant: str | None = None) -> bool:
+        """Whether ``storage_uri`` (in ``variant``) passed its check and was promoted, and nothing
+        since failed."""
         data = self.read(ns, service)
-        return data.get(PROMOTED_URI) == storage_uri and data.get(REJECTED_URI) != storage_uri
+        return (data.get(PROMOTED_URI) == storage_uri and data.get(REJECTED_URI) != storage_uri
+                and (data.get(PROMOTED_VARIANT) or "") == (variant or ""))  # fmt: skip
 
     def write(self, ns: str, service: str, owner: dict | None, data: dict[str, str]) -> None:
         if self.core is None:

@@ -75,15 +75,23 @@ def _load_data(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 
 def smoke_set(texts: list[str], y: np.ndarray, probs: np.ndarray, labels: list[str],
-              size: int = 16, variants: dict | None = None) -> list[dict]:  # fmt: skip
+              size: int = 16, variants: dict | None = None,
+              test_rows: list[int] | None = None) -> list[dict]:  # fmt: skip
     """Up to ``size`` test reviews with the label and confidence the evaluated model gave each.
 
     Taken round-robin over the true labels, so every class is asked; the deploy step sends them
     to the new revision and rolls it back when its answers disagree. ``variants`` (the
     ``variants.json`` record) adds each variant's own label per review: a revision serving a
-    variant is held to what that variant answered in evaluation.
+    variant is held to what that variant answered in evaluation; ``test_rows`` are the rows
+    its predictions are for (a sample of the test split), from which the reviews are then taken.
     """
-    by_class = [np.flatnonzero(y == c).tolist() for c in range(len(labels))]
+    scored = None  # the test rows the variants were scored on (all, or a sample)
+    if variants and (names := [n for n, v in variants.items() if "predictions" in v]):
+        scored = range(len(variants[names[0]]["predictions"]))
+    index = list(test_rows) if test_rows is not None else list(scored or [])
+    at = {row: k for k, row in enumerate(index)}
+    by_class = [[i for i in np.flatnonzero(y == c).tolist() if scored is None or i in at]
+                for c in range(len(labels))]  # fmt: skip
     picked: list[int] = []
     while len(picked) < size and any(by_class):
         for rows in by_class:
@@ -96,7 +104,8 @@ def smoke_set(texts: list[str], y: np.ndarray, probs: np.ndarray, labels: list[s
         row = {"text": texts[i], "label": labels[int(probs[i].argmax())],
                "score": round(float(probs[i].max()), 4)}  # fmt: skip
         if per_variant:
-            row["variants"] = {name: labels[int(pred[i])] for name, pred in per_variant.items()}
+            row["variants"] = {name: labels[int(pred[at[i]])]
+                               for name, pred in per_variant.items()}  # fmt: skip
         rows.append(row)
     return rows
 
@@ -181,7 +190,8 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
         "data_version": stats.get("data_version"),
         # what a deployment must answer the same way: held-out reviews and this model's labels
         "smoke_set": smoke_set(texts, y, probs, labels,
-                               variants=variants["record"]["variants"] if variants else None),
+                               variants=variants["record"]["variants"] if variants else None,
+                               test_rows=variants["record"]["test_rows"] if variants else None),
         "variants": public(variants["record"]) if variants else None,
         "serving": variants["serving"] if variants else None,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -201,15 +211,17 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
             # the ingest output (splits + stats.json) the monitor compares served traffic with
             "data_uri": stats.get("config", {}).get("output", ""),
         }  # fmt: skip
+        result["model_storage_uri"] = registry.model_dir_uri(cfg.model_uri, settings)
         if variants:
             tags.update(variant_tags(variants))
-        result["registered_version"] = registry.register(cfg.model_uri, name, tags)
-        result["model_storage_uri"] = registry.model_dir_uri(cfg.model_uri, settings)
-        if variants:  # the variants go with the registered version's files
+            # the variants go with the model's files, before the version exists: a version is
+            # never registered (nor made challenger) without the files its tags name
             _store_variants(variants["dir"], result["model_storage_uri"], settings)
+        result["registered_version"] = registry.register(cfg.model_uri, name, tags)
     (out / "evaluation.json").write_text(json.dumps(result, indent=2, default=str))
     if variants:
         (out / VARIANTS_FILE).write_text(json.dumps(variants["record"]))
+        shutil.rmtree(variants["dir"].parent, ignore_errors=True)  # a model copy and its variants
     (out / "report.html").write_text(report_html(result, out))
     _log_to_mlflow(cfg, result, out)
     return result
@@ -221,11 +233,17 @@ def _build_variants(cfg: EvalConfig, texts: list[str], y: np.ndarray, probs: np.
 
     Returns the record, the serving choice per target, and the directory holding the files.
     """
-    work = Path(tempfile.mkdtemp(prefix="variants-"))
+    work = Path(tempfile.mkdtemp(prefix="variants-"))  # removed once stored (run_evaluation)
     model_dir = work / "model"
     shutil.copytree(cfg.model_dir, model_dir)
     vcfg = replace(cfg.variants, metric=cfg.gate.metric, confidence=cfg.gate.confidence)
-    record = record_variants(model_dir, texts, y, probs, num_labels, vcfg)
+    rows = np.arange(len(y))
+    if len(rows) > vcfg.max_rows:  # a fixed random sample of the test rows
+        rows = np.sort(np.random.default_rng(0).choice(len(rows), vcfg.max_rows, replace=False))
+    record = record_variants(model_dir, [texts[i] for i in rows], y[rows], probs[rows],
+                             num_labels, vcfg)  # fmt: skip
+    record["test_rows"] = rows.tolist()  # which test rows the per-variant predictions are for
+    (model_dir / VARIANTS_FILE).write_text(json.dumps(record))
     serving = {target: choose_variant(record, target).to_dict() for target in TARGETS}
     logger.info("serving variant: %s", serving)
     return {"record": record, "serving": serving, "dir": model_dir}

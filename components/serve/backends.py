@@ -10,8 +10,9 @@ probabilities, float32, for one padded bucket). The predictor picks one with ``-
 - ``onnx``: the model exported to ONNX at load (or read from ``onnx/model.onnx`` in the model
   directory when registration put one there), transformer graph fusions from ONNX Runtime's
   optimizer, run by ONNX Runtime with all graph optimizations.
-- ``onnx-int8``: the same graph with int8 dynamic quantization of the weights (opt-in: its
-  predictions differ slightly from fp32; ``benchmarks/serve.py --accuracy`` measures by how much).
+- ``onnx-int8``: the same graph with int8 dynamic quantization of the weights (its predictions
+  differ slightly from fp32: the evaluate step judges it against fp32 on the test split before
+  a deployment may serve it, components/evaluate/variants.py).
 """
 
 from __future__ import annotations
@@ -219,6 +220,23 @@ def build_onnx(classifier: Classifier, work: Path, int8: bool = False) -> Path:
     return path
 
 
+def cpu_budget(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may keep busy: its affinity mask, bounded by the cgroup v2 CPU quota.
+
+    A pod's CPU limit is a quota (``cpu.max``: "400000 100000" for 4 CPUs), not an affinity
+    mask: on a 64-vCPU node a 4-CPU predictor still sees 64 CPUs, and one runtime thread per
+    CPU would be throttled by the quota most of each period.
+    """
+    n = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 file (macOS, cgroup v1): the affinity mask
+    return n
+
+
 class OnnxBackend(_Tokenizing):
     """The model in ONNX Runtime (fp32, or int8 dynamically quantized), on CPU."""
 
@@ -234,7 +252,7 @@ class OnnxBackend(_Tokenizing):
             path = build_onnx(classifier, Path(tempfile.mkdtemp(prefix="onnx-")), int8)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = threads or cpu_budget()
         # no busy-waiting between runs: those cycles belong to the event loop and tokenizer
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

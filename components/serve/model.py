@@ -145,6 +145,9 @@ class ReviewClassifierModel(Model):
             if self.backend_name == "torch" and self.precision == "auto":
                 on_gpu = (self.device or ("cuda" if torch_cuda() else "cpu")).startswith("cuda")
                 precision = "bf16" if on_gpu else "fp32"
+            if (self.backend_name, precision) not in BACKEND_VARIANTS:
+                raise ModelLoadError(f"--backend {self.backend_name} runs fp32 graphs only, not "
+                                     f"--precision {precision}")  # fmt: skip
             return BACKEND_VARIANTS[(self.backend_name, precision)]
         if self.variant != AUTO:
             if self.variant not in VARIANTS:

@@ -140,6 +140,12 @@ def load_variant(model_dir: str | Path, name: str, device: str | None = None,
         if verify:
             check_sha256(model_dir, name, path)
         onnx_path = path
+    elif name in ONNX_VARIANTS and verify and _recorded_sha256(model_dir, name):
+        # the gate judged a file that is not here (a partial upload, an older copy): building
+        # one now would serve a graph nobody evaluated
+        raise ModelLoadError(f"{path}: {name} is recorded in {VARIANTS_FILE} (evaluated by the "
+                             "gate) but its file is absent; copy the registered version's "
+                             "files again")  # fmt: skip
     loaded = make_backend(model_dir, backend, device if backend == "torch" else None, precision,
                           cuda_graphs, max_batch_size, onnx_path, threads)  # fmt: skip
     loaded.variant = name
@@ -148,14 +154,18 @@ def load_variant(model_dir: str | Path, name: str, device: str | None = None,
 
 def check_sha256(model_dir: str | Path, name: str, path: Path) -> None:
     """Refuse a variant file that is not the one the gate evaluated."""
-    record = read_record(model_dir)
-    expected = ((record or {}).get("variants", {}).get(name) or {}).get("sha256")
+    expected = _recorded_sha256(model_dir, name)
     if not expected:
         raise ModelLoadError(f"{path}: {VARIANTS_FILE} records no sha256 for {name}")
     actual = sha256_file(path)
     if actual != expected:
         raise ModelLoadError(f"{path}: sha256 {actual[:12]}... is not the evaluated "
                              f"{expected[:12]}... recorded in {VARIANTS_FILE}")  # fmt: skip
+
+
+def _recorded_sha256(model_dir: str | Path, name: str) -> str | None:
+    record = read_record(model_dir)
+    return ((record or {}).get("variants", {}).get(name) or {}).get("sha256")
 
 
 def held_labels(held: list[dict], variant: str) -> list[dict]:

@@ -23,6 +23,7 @@ harness never rewrites them; inside its cluster only the cluster-local names res
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 
 CONDITIONS = ("IngressReady", "LatestDeploymentReady", "PredictorConfigurationReady",
@@ -63,6 +64,7 @@ class KServeModel:
     generation: int = 0
     phase: str = "idle"  # stale -> creating -> done
     status: dict = field(default_factory=dict)
+    template: str = ""  # the predictor spec of the latest revision (see observe)
 
     def revision_name(self, n: int) -> str:
         return f"{self.name}-predictor-{n:05d}"
@@ -78,7 +80,13 @@ class KServeModel:
         self.generation = generation
         uri = obj["spec"]["predictor"]["model"]["storageUri"]
         self.spec = copy.deepcopy(obj["spec"])
-        if not self.revisions or self.revisions[-1][1] != uri:
+        # Knative stamps a new Revision for every change of the Service's revision template
+        # (knative/serving pkg/reconciler/configuration: one Revision per template generation):
+        # KServe's predictor spec less the traffic split (a storageUri, an env var, a resource).
+        template = json.dumps({k: v for k, v in obj["spec"]["predictor"].items()
+                               if k != "canaryTrafficPercent"}, sort_keys=True)  # fmt: skip
+        changed, self.template = template != self.template, template
+        if not self.revisions or changed:
             self.revisions.append((self.revision_name(len(self.revisions) + 1), uri))
             self.phase = "stale" if self.status else "creating"
         else:

@@ -256,19 +256,25 @@ def test_raw_deployment_follows_the_deployment_rollout_then_tests_the_service():
 def test_raw_deployment_that_does_not_progress_is_rolled_back_to_the_previous_model():
     api, promoted = RawApi(), []
     Rollout(api, poll_s=0, timeout_s=5, apps=FakeApps(api, steps=1)).run(
-        ServiceSpec(name="rc", storage_uri="s3://b/v1", mode="RawDeployment", model_version="1"),
+        ServiceSpec(name="rc", storage_uri="s3://b/v1", mode="RawDeployment", model_version="1",
+                    variant="onnx-fp32"),
         check=print,
-    )
+    )  # fmt: skip
+    before = api.obj["spec"]["predictor"]["model"]["env"]
     with pytest.raises(PlatformError, match="rolled back to s3://b/v1: .*ProgressDeadlineExceeded"):
         Rollout(api, poll_s=0, timeout_s=5, apps=FakeApps(api, fail=True)).run(
             ServiceSpec(name="rc", storage_uri="s3://b/v2", mode="RawDeployment",
-                        model_version="2"),
+                        model_version="2", variant="onnx-int8"),
             check=print,
             on_promote=lambda: promoted.append(2),
         )  # fmt: skip
     assert api.obj["spec"]["predictor"]["model"]["storageUri"] == "s3://b/v1" and promoted == []
     # the old model is labelled with its own version again, not the rejected one
     assert api.obj["metadata"]["annotations"]["review-classifier/model-version"] == "1"
+    # and its own variant: the annotation and the predictor's env name what answers
+    assert api.obj["metadata"]["annotations"]["review-classifier/variant"] == "onnx-fp32"
+    assert api.obj["spec"]["predictor"]["model"]["env"] == before
+    assert {"name": "REVIEW_CLASSIFIER_MODEL_VERSION", "value": "1"} in before
     assert len(api.patches) == 2  # the rollout of v2, then one rollback patch
 
 
@@ -421,6 +427,21 @@ def test_a_failed_first_create_is_not_promoted_by_the_next_run():
     with pytest.raises(PlatformError, match="re-test failed"):
         _deploy(api, "s3://b/v1", "1", checks, promoted, answer=disagree, core=core)
     assert promoted == [] and len(checks) == 2
+
+
+def test_another_variant_of_the_promoted_version_rolls_out_through_the_canary():
+    api, core, checks, promoted = FakeKServe(), FakeCore(), [], []
+    _deploy(api, "s3://b/v1", "1", checks, promoted, core=core, variant="onnx-int8")
+    assert _deploy(api, "s3://b/v1", "1", checks, promoted, core=core,
+                   variant="onnx-int8").action == "unchanged"  # fmt: skip
+    # pinned to another variant (or a GPU target): a new revision, tested, then promoted
+    result = _deploy(api, "s3://b/v1", "1", checks, promoted, core=core, variant="onnx-fp32")
+    assert result.action == "promoted" and result.revision == "rc-predictor-00002"
+    assert api.obj["metadata"]["annotations"]["review-classifier/variant"] == "onnx-fp32"
+    env = api.obj["spec"]["predictor"]["model"]["env"]
+    assert {"name": "REVIEW_CLASSIFIER_VARIANT", "value": "onnx-fp32"} in env
+    assert core.maps[(NS, "rc-rollout")]["data"]["promoted-variant"] == "onnx-fp32"
+    assert len(checks) == 2 and promoted == ["1", "1", "1"]  # the unchanged run re-promotes
 
 
 def test_without_a_record_an_unchanged_spec_is_always_tested():

@@ -111,6 +111,76 @@ def test_variants_are_judged_on_the_same_rows_and_a_degraded_int8_is_refused(
     variant_file(rebuilt, "onnx-int8").write_bytes(degraded.read_bytes())
     with pytest.raises(ModelLoadError, match="is not the evaluated"):
         load_variant(rebuilt, "onnx-int8")
+    # and one the record names but that is missing is refused, not built afresh unjudged
+    variant_file(rebuilt, "onnx-int8").unlink()
+    with pytest.raises(ModelLoadError, match="recorded in variants.json .* but its file is absent"):
+        load_variant(rebuilt, "onnx-int8")
+
+
+def test_variants_judge_on_the_gates_metric_and_an_exact_variant_passes_a_zero_tolerance(
+    tmp_path,
+):
+    from components.evaluate.gate import GateConfig
+    from components.evaluate.variants import VariantConfig, _figures
+
+    assert VariantConfig().metric == GateConfig().metric == "macro_f1"
+    y = np.array([0, 1, 2, 3, 4] * 20)
+    same = _figures(y, y, y, 5, VariantConfig(tolerance=0.0, resamples=200), tmp_path,
+                    tmp_path / "absent.onnx")  # fmt: skip
+    assert same["eligible"] and same["agreement_with_fp32"] == 1.0
+    assert "not below -0.0000" in same["verdict"]
+
+
+def test_a_variant_that_cannot_be_built_is_refused_and_the_step_goes_on(
+    small_model, texts, tmp_path, monkeypatch
+):
+    import components.evaluate.variants as variants
+
+    def broken(model_dir, names):
+        raise RuntimeError(f"exporter failed on {names[0]}\nlong traceback text")
+
+    monkeypatch.setattr(variants, "build_variant_files", broken)
+    model_dir = tmp_path / "model"
+    shutil.copytree(small_model, model_dir)
+    reference = predict_texts(load_variant(model_dir, "torch-fp32"), texts[:8])
+    y = reference.argmax(axis=1)
+    record = variants.evaluate_variants(model_dir, texts[:8], y, reference, 5,
+                                        variants.VariantConfig(bf16=False))  # fmt: skip
+    for name in ("onnx-fp32", "onnx-int8"):
+        assert record["variants"][name] == {
+            "eligible": False, "verdict": f"not built: exporter failed on {name}"}  # fmt: skip
+    assert choose_variant(record, "cpu").variant == "torch-fp32"
+
+
+def test_the_onnx_runtime_threads_follow_the_pods_cpu_quota(tmp_path):
+    import os
+
+    from components.serve.backends import cpu_budget
+
+    cpus = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("100000 100000\n")  # a pod limited to 1 CPU
+    assert cpu_budget(quota) == 1
+    quota.write_text("150000 100000\n")  # 1.5 CPUs: two threads share the quota
+    assert cpu_budget(quota) == min(2, cpus)
+    quota.write_text("max 100000\n")  # no limit: the affinity mask
+    assert cpu_budget(quota) == cpus
+    assert cpu_budget(tmp_path / "absent") == cpus
+
+
+def test_the_held_set_carries_each_variants_answer_for_sampled_test_rows():
+    from components.evaluate.job import smoke_set
+
+    y = np.array([0, 1, 0, 1, 0, 1])
+    probs = np.eye(2)[y] * 0.9 + 0.05
+    texts = [f"review {i}" for i in range(6)]
+    # the variants were scored on test rows 1, 2 and 5 only
+    variants = {"torch-fp32": {"predictions": [1, 0, 1]}, "onnx-int8": {"predictions": [1, 1, 0]}}
+    held = smoke_set(texts, y, probs, ["neg", "pos"], size=4, variants=variants,
+                     test_rows=[1, 2, 5])  # fmt: skip
+    assert [r["text"] for r in held] == ["review 1", "review 2", "review 5"]
+    assert [r["variants"]["onnx-int8"] for r in held] == ["pos", "pos", "neg"]
+    assert [r["label"] for r in held] == ["pos", "neg", "pos"]
 
 
 def test_predictions_come_back_in_input_order_whatever_the_buckets(small_model, texts):
