@@ -57,8 +57,7 @@ class RolloutRecord:
         return dict(data or {})
 
     def promoted(self, ns: str, service: str, storage_uri: str, variant: str | None = None) -> bool:
-        """Whether ``storage_uri`` (in ``variant``) passed its check and was promoted, and nothing
-        since failed."""
+        """Whether ``storage_uri`` in ``variant`` passed its check and nothing failed since."""
         data = self.read(ns, service)
         return (data.get(PROMOTED_URI) == storage_uri and data.get(REJECTED_URI) != storage_uri
                 and (data.get(PROMOTED_VARIANT) or "") == (variant or ""))  # fmt: skip
