@@ -21,7 +21,7 @@ from components.train.component import (
     train,
     train_placement,
 )
-from components.train.config import TrainConfig
+from components.train.config import GPU_MAX_EXAMPLES, TrainConfig
 from components.validate.component import validate
 
 PIPELINE_NAME = "review-classifier"
@@ -84,6 +84,8 @@ def review_classifier(
     batch_size: int = 128,
     epochs: int = _TRAIN.epochs,
     max_steps: int = _TRAIN.max_steps,
+    budget_passes: float = _TRAIN.budget_passes,
+    max_examples: int = GPU_MAX_EXAMPLES,  # a GPU node's time budget (the CPU's: LOCAL_PARAMS)
     checkpoint_every: int = 500,
     num_layers: int = 2,
     hidden_size: int = 128,
@@ -163,9 +165,9 @@ def review_classifier(
         fixed.set_display_name("learning rate").set_caching_options(False)
     train_task = train(
         **data_inputs, **model_inputs, learning_rate=dsl.OneOf(picked.output, fixed.output),
-        epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every,
-        num_nodes=num_nodes, launcher=train_launcher, job_policy=train_job_policy,
-        train_image=train_image,
+        epochs=epochs, max_steps=max_steps, budget_passes=budget_passes,
+        max_examples=max_examples, checkpoint_every=checkpoint_every, num_nodes=num_nodes,
+        launcher=train_launcher, job_policy=train_job_policy, train_image=train_image,
     )  # fmt: skip
     train_task.after(validate_task)  # a failed validation gate stops the run here
     # A retry finds its own job (same run id): follows a running one, recreates a failed one;

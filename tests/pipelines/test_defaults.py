@@ -14,7 +14,7 @@ from components.ingest.config import IngestConfig
 from components.ingest.spark import K8sOptions
 from components.train.cluster import ClusterSpec
 from components.train.component import lr_trial, train
-from components.train.config import TrainConfig
+from components.train.config import GPU_MAX_EXAMPLES, TrainConfig
 from pipelines.review_classifier import review_classifier
 
 OWNED = {  # pipeline parameter -> the stage default it must equal
@@ -29,6 +29,8 @@ OWNED = {  # pipeline parameter -> the stage default it must equal
     "learning_rate": TrainConfig.learning_rate,
     "epochs": TrainConfig.epochs,
     "max_steps": TrainConfig.max_steps,
+    "budget_passes": TrainConfig.budget_passes,
+    "max_examples": GPU_MAX_EXAMPLES,  # the cluster's ceiling; LOCAL_PARAMS the CPU's
     "class_weighting": TrainConfig.class_weighting,
     "train_fraction": IngestConfig.split[0],
     "validation_fraction": IngestConfig.split[1],
@@ -75,4 +77,6 @@ def test_the_train_step_selects_on_the_gate_metric_and_the_run_keeps_no_other_ml
     # the embedded default changes only what the hardware sets and where things run
     assert set(LOCAL_PARAMS) == {"deploy_target", "gpus_per_node", "serving_gpus",
                                  "cpu_processes", "spark_master", "model_name_or_path",
-                                 "batch_size", "checkpoint_every"}  # fmt: skip
+                                 "batch_size", "max_examples", "checkpoint_every"}  # fmt: skip
+    # the examples ceiling is a time budget: the CPU's here, a GPU node's on the cluster
+    assert LOCAL_PARAMS["max_examples"] == TrainConfig.max_examples < GPU_MAX_EXAMPLES
