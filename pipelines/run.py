@@ -50,9 +50,10 @@ LOCAL_PARAMS: dict[str, Any] = {
     "max_examples": TrainConfig.max_examples,
     "checkpoint_every": 0,  # the final checkpoint only: each one is ~270 MB in the local S3
 }
-# Generated reviews only (no --input): they are separable by bag-of-words by construction, so
-# the TF-IDF baseline reaches the ceiling and no model can be shown to beat it. The gate asks
-# that the BERT is not shown to be worse (paired bootstrap on the same test rows), no margin.
+# Generated reviews only (seeded, or their prefix given again, as the monitor's retrain does):
+# separable by bag-of-words by construction, so the TF-IDF baseline reaches the ceiling and no
+# model can be shown to beat it. The gate asks that the BERT is not shown to be worse (paired
+# bootstrap on the same test rows), no margin.
 GENERATED_PARAMS: dict[str, Any] = {"baseline_test": "non_inferiority"}
 
 
@@ -103,7 +104,7 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
     input_uri = args.input or _seed_reviews(settings, args.rows, args.seed, console)
     params = {
         **LOCAL_PARAMS,
-        **({} if args.input else GENERATED_PARAMS),
+        **(GENERATED_PARAMS if _generated(settings, input_uri) else {}),
         "input_uri": input_uri,
         "data_uri": f"s3://{settings.data_bucket}/processed/",
         "checkpoint_uri": f"s3://{settings.data_bucket}/checkpoints/",
@@ -133,6 +134,18 @@ def _seed_reviews(settings: Settings, rows: int, seed: int, console: Any) -> str
     console.print(f"[bold]Raw data[/] {manifest.rows_valid:,} generated reviews in {uri} "
                   f"(best achievable accuracy {manifest.max_accuracy:.3f})")  # fmt: skip
     return uri
+
+
+def _generated(settings: Settings, input_uri: str) -> bool:
+    """Whether the input is the generator's reviews (seeded here, or given again by the monitor's
+    retrain): its manifest lies beside the files.
+    """
+    from components.common.storage import S3Storage
+    from pipelines.generate import MANIFEST_NAME
+
+    if not input_uri.startswith("s3://"):
+        return (Path(input_uri) / MANIFEST_NAME).is_file()
+    return bool(S3Storage(settings).list_objects(input_uri.rstrip("/") + "/" + MANIFEST_NAME))
 
 
 def _worst_category(bias: dict | None) -> str:
