@@ -137,8 +137,9 @@ def _seed_reviews(settings: Settings, rows: int, seed: int, console: Any) -> str
 
 
 def _generated(settings: Settings, input_uri: str) -> bool:
-    """Whether the input is the generator's reviews (seeded here, or given again by the monitor's
-    retrain): its manifest lies beside the files.
+    """Whether the input is the generator's reviews: its manifest lies beside the files.
+
+    Seeded here, or the same prefix given again (the monitor's retrain).
     """
     from components.common.storage import S3Storage
     from pipelines.generate import MANIFEST_NAME

@@ -231,7 +231,16 @@ def parse_params(pairs: list[str], pipeline: str = "review-classifier") -> dict[
             out[key] = parse(raw)
         except ValueError as e:
             raise SystemExit(f"--param {key}: {raw!r} is not a {kind}") from e
+        if key in _choices() and out[key] not in _choices()[key]:
+            raise SystemExit(f"--param {key}={raw}: expected one of {', '.join(_choices()[key])}")
     return out
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Parameters with a fixed set of values, checked before a run rather than at its end."""
+    from components.serve.variants import AUTO, VARIANTS
+
+    return {"serving_variant": (AUTO, *VARIANTS)}
 
 
 def _json(kind: type) -> Any:

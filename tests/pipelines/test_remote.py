@@ -152,6 +152,12 @@ def test_unknown_parameter_is_refused_with_the_allowed_names(kfp_server):
         _run(kfp_server, "--param", "epochz=3")
 
 
+def test_an_unknown_serving_variant_is_refused_before_the_run(kfp_server):
+    with pytest.raises(SystemExit, match="serving_variant=int4: expected one of auto, "):
+        _run(kfp_server, "--param", "serving_variant=int4")
+    assert "run" not in FakeKfp.state
+
+
 def test_batch_score_is_compiled_uploaded_and_run_with_its_own_name(kfp_server, capsys):
     code = _run(kfp_server, "--pipeline", "batch-score", "--input", "s3://my-data/new/",
                 "--output", "s3://my-data/scored/", "--param", "model_version=4")  # fmt: skip
