@@ -66,8 +66,7 @@ def training_advice(results: dict, stats: dict) -> list[str]:
     best, history = results.get("best_step", -1), results.get("history", [])
     if results.get("early_stopped") and history and best == history[0].get("step"):
         out.append(f"the best validation score came at the first evaluation (step {best}) and "
-                   "never improved: lower learning_rate (default 5e-5) or raise "
-                   "early_stopping_patience")  # fmt: skip
+                   "never improved: lower learning_rate (default 5e-5)")  # fmt: skip
     classes = [n for n in _classes(stats).values() if n > 0]
     ratio = max(classes) / min(classes) if classes else 1.0
     if ratio >= IMBALANCE and results.get("class_weighting", "none") == "none":

@@ -12,7 +12,7 @@ from components.validate.constraints import CheckOutcome
 
 _ADVICE = {
     "min_row_count_train": "add reviews (the budget trains from about 500 training rows), "
-    "keep balance=false (undersampling drops rows), or lower --min-rows knowingly",
+    "and keep balance=false (undersampling drops rows)",
     "min_row_count_validation": "add reviews or raise validation_fraction",
     "min_row_count_test": "add reviews or raise test_fraction",
     "review_id_unique": "the input repeats review_ids across files: ingest keeps the first one "
