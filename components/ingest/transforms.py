@@ -168,9 +168,19 @@ def normalized_text(col: Column) -> Column:
     return F.trim(F.regexp_replace(F.lower(col), r"[^\p{L}\p{N}]+", " "))
 
 
+def text_key(col: Column) -> Column:
+    """``normalized_text``, or the trimmed text itself where nothing is left of it.
+
+    A review of emoji or punctuation only ("👍", "!!!") normalizes to "": keyed on that, every
+    such review would be one text with one label.
+    """
+    norm = normalized_text(col)
+    return F.when(norm == "", F.concat(F.lit("\u0000"), F.trim(col))).otherwise(norm)
+
+
 def _order_key(seed: int) -> Column:
     # By the text, not the review_id: identical texts always fall on the same side of a cut.
-    return F.xxhash64(normalized_text(F.col("review_body")), F.lit(seed))
+    return F.xxhash64(text_key(F.col("review_body")), F.lit(seed))
 
 
 # Stated in stats.json: what a repeated text becomes.
@@ -186,7 +196,7 @@ def dedupe_texts(df: DataFrame) -> DataFrame:
 
     Adds nothing; drops the repeats. See ``DEDUPE_POLICY``; ``dedupe_counts`` counts them.
     """
-    keyed = df.withColumn("_text_key", normalized_text(F.col("review_body")))
+    keyed = df.withColumn("_text_key", text_key(F.col("review_body")))
     votes = keyed.groupBy("_text_key", "label").agg(
         F.count("*").alias("_votes"), F.min("_row_id").alias("_first")
     )
@@ -201,7 +211,7 @@ def dedupe_texts(df: DataFrame) -> DataFrame:
 
 def dedupe_counts(df: DataFrame) -> dict[str, int]:
     """Texts that repeat, rows that dedupe drops, and texts whose rows disagree on the label."""
-    groups = df.groupBy(normalized_text(F.col("review_body")).alias("_t")).agg(
+    groups = df.groupBy(text_key(F.col("review_body")).alias("_t")).agg(
         F.count("*").alias("n"), F.countDistinct("label").alias("labels")
     )
     row = groups.agg(

@@ -332,10 +332,12 @@ def test_dedupe_keeps_each_text_once_with_its_majority_label(spark):
         (3, "Love it", 3), (4, "love it.", 4),  # a tie: the lower label, its first row
         (5, "Broke after a day", 0),  # unique
         (6, "ok", 2), (7, "Ok", 1), (8, "OK!", 1),  # majority 1: row 7 (first with label 1)
+        # nothing left once normalized: each distinct text stays a text of its own
+        (9, "\U0001F44D", 4), (10, "\U0001F44E", 0), (11, "!!!", 4),
     ]  # fmt: skip
     df = spark.createDataFrame(rows, "_row_id long, review_body string, label int")
     kept = {r["_row_id"]: r["label"] for r in tr.dedupe_texts(df).collect()}
-    assert kept == {0: 4, 3: 3, 5: 0, 7: 1}
+    assert kept == {0: 4, 3: 3, 5: 0, 7: 1, 9: 4, 10: 0, 11: 4}
     assert tr.dedupe_counts(df) == {"repeated_texts": 3, "rows_dropped": 5,
                                     "conflicting_texts": 3, "conflicting_rows": 8}  # fmt: skip
 
