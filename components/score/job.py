@@ -62,7 +62,7 @@ class ScoreConfig:
     precision: str = "auto"
     text_fields: tuple[str, ...] = field(default=("review_body",))
     # auto: the variant the gate chose for this machine (variants.json), as the predictor does;
-    # with precision bf16 and no pin: torch-bf16
+    # with precision bf16 and no pin: torch-bf16; fp32: exact fp32 (ONNX's where the gate judged it)
     variant: str = AUTO
 
     def __post_init__(self) -> None:
@@ -138,7 +138,12 @@ def scoring_variant(local: str, cfg: ScoreConfig) -> Choice:
     if cfg.variant == AUTO and cfg.precision == "bf16":
         return Choice("torch-bf16", "precision bf16 asked for")
     target = "gpu" if torch.cuda.is_available() else "cpu"
-    return choose_variant(read_record(local), target, cfg.variant)
+    record = read_record(local)
+    if cfg.variant == AUTO and cfg.precision == "fp32":  # exact fp32: ONNX's where judged so
+        onnx = ((record or {}).get("variants", {}).get("onnx-fp32") or {}).get("eligible")
+        name = "onnx-fp32" if target == "cpu" and onnx else "torch-fp32"
+        return Choice(name, "precision fp32 asked for")
+    return choose_variant(record, target, cfg.variant)
 
 
 def _load_on_driver(model: ResolvedModel, work: Path, cfg: ScoreConfig) -> tuple[str, Choice]:

@@ -91,3 +91,22 @@ def test_precision_is_fp32_on_cpu_unless_bf16_is_asked_for():
         ConfigurationError, match="precision 'int4' is not one of: auto, fp32, bf16"
     ):
         ScoreConfig("in", "out", precision="int4")
+
+
+def test_an_explicit_precision_picks_the_variant_of_that_number_format(tmp_path, monkeypatch):
+    import json
+
+    from components.score.job import scoring_variant
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "variants.json").write_text(json.dumps({"variants": {
+        "torch-fp32": {"eligible": True}, "onnx-fp32": {"eligible": True},
+        "onnx-int8": {"eligible": True, "verdict": "int8 verdict"}}}))  # fmt: skip
+    local = str(tmp_path)
+    assert scoring_variant(local, ScoreConfig("in", "out")).variant == "onnx-int8"
+    assert scoring_variant(local, ScoreConfig("in", "out", precision="fp32")).variant == "onnx-fp32"
+    assert (
+        scoring_variant(local, ScoreConfig("in", "out", precision="bf16")).variant == "torch-bf16"
+    )
+    pinned = ScoreConfig("in", "out", precision="fp32", variant="onnx-int8")
+    assert scoring_variant(local, pinned).variant == "onnx-int8"  # a pin wins
