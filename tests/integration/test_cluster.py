@@ -213,7 +213,8 @@ def trainjob_run(cluster, compiled, uploaded_splits, settings, apiserver):  # no
 def test_trainjob_trains_across_two_pods_launched_from_a_step_pod(trainjob_run, stack):
     assert trainjob_run["phase"] == "Succeeded", trainjob_run["log"][-4000:]
     results = json.loads((trainjob_run["model"] / "results.json").read_text())
-    assert results["world_size"] == 4 and results["steps"] == 40
+    # 40 steps at most: early stopping (the train step's default) may end the run sooner
+    assert results["world_size"] == 4 and 10 < results["steps"] <= 40
     params = trainjob_run["outputs"]["parameterValues"]
     assert params["mlflow_run_id"] == results["mlflow_run_id"]
     assert (trainjob_run["model"] / "model.safetensors").exists()
@@ -229,7 +230,7 @@ def test_a_killed_pod_restarts_and_resumes_from_its_checkpoint(trainjob_run, api
     # restartPolicy OnFailure (JobSet's default): the kubelet restarted the killed container,
     # the other node's torchrun failed with it and restarted too, both from the checkpoint.
     assert results["resumed_from_step"] is not None and results["resumed_from_step"] >= 10
-    assert results["steps_this_attempt"] == 40 - results["resumed_from_step"]
+    assert results["steps_this_attempt"] == results["steps"] - results["resumed_from_step"]
     _, core = _api(apiserver)
     pod = core.read_namespaced_pod(killed["pod"], NAMESPACE)
     status = pod.status.container_statuses[0]

@@ -43,7 +43,8 @@ def test_passing_run_registers_with_lineage_then_champion_is_compared(
     trained, tmp_path, stack, storage
 ):
     first = run_evaluation(_config(trained, tmp_path / "a", VariantConfig(bf16=False)))
-    assert first["gate"]["passed"] is True and first["champion"] is None
+    assert first["gate"]["passed"] is True, first["gate"]["message"]
+    assert first["champion"] is None
     assert first["baseline"]["accuracy"] > 0.5  # the baseline was trained and scored
     saved = json.loads((tmp_path / "a" / "evaluation.json").read_text())
     assert saved["metrics"]["accuracy"]["value"] == pytest.approx(first["model"]["accuracy"])
@@ -138,7 +139,7 @@ def test_champion_whose_files_are_gone_is_no_usable_champion(
     assert storage.delete_prefix(model_dir_uri(copy) + "/") > 0
     with caplog.at_level("WARNING"):
         result = run_evaluation(_config(trained, tmp_path / "b"))
-    assert result["champion"] is None and result["gate"]["passed"]
+    assert result["champion"] is None and result["gate"]["passed"], result["gate"]["message"]
     assert "no_regression_vs_champion" not in [c["name"] for c in result["gate"]["checks"]]
     warning = next(r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage())
     assert f"{NAME} v{version}" in warning and "no usable champion" in warning

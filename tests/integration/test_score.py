@@ -86,8 +86,14 @@ def test_every_valid_row_is_scored_and_bad_rows_are_quarantined_as_ingest_does(
     assert json.loads((local / "_SUCCESS").read_text()) == summary
 
 
-# Labels equal; probabilities within 2e-3: a forward pass over another bucket (other rows, other
-# padding) sums in another order, and int8 quantizes activations per batch.
+# Labels equal; probabilities within 2e-3 in fp32: a forward pass over another bucket (other
+# rows, other padding) sums in another order. int8 also scales each batch's activations by that
+# batch's own range (dynamic quantization), so its probabilities move by up to about 1e-2 with
+# the batch mates; its labels still agree.
+def _atol(variant: str) -> float:
+    return 1e-2 if variant == "onnx-int8" else 2e-3
+
+
 def test_predictions_equal_the_predictors_for_the_same_texts(scored, raw, trained, tmp_path):
     preds = pd.read_parquet(scored["local"] / "predictions").head(24)
     texts = _texts(raw["local"])
@@ -103,7 +109,7 @@ def test_predictions_equal_the_predictors_for_the_same_texts(scored, raw, traine
     for p, row in zip(online, preds["probabilities"], strict=True):
         offline = dict(row)
         assert np.allclose([p["probabilities"][k] for k in offline], list(offline.values()),
-                           atol=2e-3)  # fmt: skip
+                           atol=_atol(answer["variant"]))  # fmt: skip
 
 
 def test_a_version_instead_of_the_alias_and_missing_ones(version, stack):
@@ -183,4 +189,4 @@ def test_parquet_input_to_a_local_directory_with_the_served_variant(trained, tmp
     for p, row in zip(online, preds["probabilities"].head(32), strict=True):
         offline = dict(row)
         assert np.allclose([p["probabilities"][k] for k in offline], list(offline.values()),
-                           atol=2e-3)  # fmt: skip
+                           atol=_atol(variant))  # fmt: skip
