@@ -22,11 +22,14 @@ def _config(trained, out, variants: VariantConfig | None = None, **gate) -> Eval
         model_dir=str(trained["model_dir"]), data=str(trained["data"]), output_dir=str(out),
         model_uri=results["mlflow_model_uri"], mlflow_run_id=results["mlflow_run_id"],
         registered_model_name=NAME, kfp_run_id="kfp-run-1",
-        # The fixture's model is a toy BERT from scratch (150 steps): these tests are about
-        # registration and the champion, so they gate on accuracy, which it reaches; the
-        # default metric, macro-F1, is covered by tests/unit/test_gate.py.
+        # The fixture's model is a toy BERT from scratch (150 steps of 32): these tests are
+        # about registration and the champion, not its margin. It sees 4,800 examples where
+        # TF-IDF fits every training row (no undersampling any more), and trails it by about 5
+        # points of accuracy, so the baseline may be up to 10 points ahead here; the gate's
+        # comparisons and the default metric, macro-F1, are covered by tests/unit/test_gate.py.
         gate=GateConfig(**{"min_accuracy": 0.45, "baseline_test": "non_inferiority",
-                           "metric": "accuracy", **gate}),  # fmt: skip
+                           "min_gain_over_baseline": -0.10, "metric": "accuracy",
+                           **gate}),  # fmt: skip
         variants=variants,
     )  # fmt: skip
 

@@ -31,15 +31,17 @@ def _run(state: Path, *args: str) -> str:
     env = {**os.environ, "LOCAL_STATE_DIR": str(state), "MLFLOW_EXPERIMENT": "pipeline-e2e"}
     for key in ("S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "KFP_HOST", "AWS_ENDPOINT_URL_S3"):
         env.pop(key, None)  # the runner brings up and points at its own stack
-    proc = subprocess.run([sys.executable, "-m", "pipelines.run", *args], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "pipelines.run", *ROWS, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
 
 # The default budget trains up to 469 steps (about 6 minutes here); the tests test the run,
-# not the budget (tests/unit/test_defaults_budget.py), so they train a small explicit one.
-FAST = ("--param", "max_steps=200", "--param", "learning_rate=1e-4")
+# not the budget (tests/unit/test_defaults_budget.py), so they train a small explicit one, on
+# half the embedded default's generated reviews (every run here shares them, and the cache).
+FAST = ("--param", "max_steps=150", "--param", "learning_rate=1e-4")
+ROWS = ("--rows", "10000")
 
 
 @pytest.fixture(scope="module")
