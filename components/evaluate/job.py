@@ -163,7 +163,7 @@ def run_evaluation(cfg: EvalConfig, settings: Settings | None = None) -> dict:
         timings["global_explanation"] = time.perf_counter() - t
 
     variants = None
-    if cfg.variants is not None and len(texts):
+    if cfg.variants is not None and len(texts) and decision.passed:  # what may be served
         t = time.perf_counter()
         variants = _build_variants(cfg, texts, y, probs, len(labels))
         timings["variants"] = time.perf_counter() - t
