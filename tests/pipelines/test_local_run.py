@@ -38,13 +38,11 @@ def _run(state: Path, *args: str) -> str:
 
 
 # The default budget trains up to 469 steps (about 6 minutes here); the tests test the run,
-# not the budget (tests/unit/test_defaults_budget.py), so they train a small explicit one, on
-# half the embedded default's generated reviews (every run here shares them, and the cache).
-# TF-IDF fits every row of those and 120 steps do not quite reach it (macro-F1 0.79 vs 0.82 in
-# one run): the run is under test, not the margin, so the BERT may trail it by 5 points.
-FAST = ("--param", "max_steps=120", "--param", "learning_rate=1e-4",
-        "--param", "min_gain_over_baseline=-0.05")  # fmt: skip
-ROWS = ("--rows", "10000")
+# not the budget (tests/unit/test_defaults_budget.py), so they train a small explicit one.
+# (120 steps on 10,000 reviews were tried: the retrain on shifted traffic then reached only
+# 0.49 macro-F1 and the monitor test's gate failed; 200 steps on 20,000 pass.)
+FAST = ("--param", "max_steps=200", "--param", "learning_rate=1e-4")
+ROWS: tuple[str, ...] = ()
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +272,7 @@ def test_monitor_loop_no_retrain_in_distribution_retrain_on_shifted_traffic(
     # applies generated data's baseline test itself (pipelines/run.py GENERATED_PARAMS); the
     # tests' small budget.
     retrained = _monitor(state, "--since", since, "--min-labelled", "1",
+                         "--pipeline-param", "min_gain_over_baseline=-0.05",
                          *(x.replace("--param", "--pipeline-param") for x in FAST))  # fmt: skip
     assert f"{len(queue)} labelled feedback rows (>= 1)" in retrained
     assert "Decision: retrain started: python -m pipelines.run --input s3://" in retrained
