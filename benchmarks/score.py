@@ -11,7 +11,9 @@ start to the committed output, Spark's and the model's start included; and in to
 (``--variant torch-fp32``) for reference. Baseline: our predictor (``--variant auto``) with one
 review per V1 request from a closed loop of clients, at its best concurrency among
 ``--concurrency`` (probed first); its throughput is measured on ``--online-rows`` rows (steady
-state). Writes results/score.json and score.png.
+state). Beside both, the variant's bare forward passes over the same rows in one process
+(cleaning, tokenizing, length buckets; no HTTP, no Spark): the ceiling both paths share, so
+each path's distance from it is its own overhead. Writes results/score.json and score.png.
 """
 
 from __future__ import annotations
@@ -103,6 +105,28 @@ def agreement(a: Path, b: Path) -> float:
     return float((joined["star_rating_a"] == joined["star_rating_b"]).mean())
 
 
+def model_ceiling(model: Path, texts: list[str], variant: str, rows: int = 5_000) -> dict:
+    """The variant's own forward passes over the rows in one process (both cores, the
+    predictor's cleaning, tokenizing and length buckets; no HTTP, no Spark): the ceiling both
+    paths share, so each path's distance from it is its own overhead."""
+    code = (
+        "import json, sys, time\n"
+        "from components.serve.variants import load_variant, predict_texts\n"
+        "texts = json.load(open(sys.argv[1]))\n"
+        "backend = load_variant(sys.argv[2], sys.argv[3])\n"
+        "predict_texts(backend, texts[:256])\n"  # warm-up: first-call graph and allocator costs
+        "t0 = time.perf_counter(); predict_texts(backend, texts)\n"
+        "print(json.dumps({'rows': len(texts), 'seconds': time.perf_counter() - t0}))\n"
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(texts[:rows], f)
+        f.flush()
+        argv = [sys.executable, "-c", code, f.name, str(model), variant]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return {**result, "variant": variant, "rows_per_s": result["rows"] / result["seconds"]}
+
+
 def run_online(url: str, texts: list[str], lengths: list[int], concurrency: list[int],
                rows: int) -> dict:  # fmt: skip
     probe = {c: asyncio.run(load_http(url, c, 600, texts, lengths))["rps"] for c in concurrency}
@@ -134,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                                     args.online_rows)  # fmt: skip
                 print(f"rows={n}: online {online['rows_per_s']:.0f} rows/s "
                       f"(concurrency {online['concurrency']})", flush=True)  # fmt: skip
-                detail[n] = {"online": online}
+                ceiling = model_ceiling(model, texts, gate["choice"]["variant"])
+                print(f"rows={n}: model alone {ceiling['rows_per_s']:.0f} rows/s", flush=True)
+                detail[n] = {"online": online, "model_only": ceiling}
                 for variant in ("auto", "torch-fp32"):
                     out = work / f"out-{n}-{variant}"
                     log = work / f"score-{n}-{variant}.log"
@@ -152,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"(concurrency {online['concurrency']})",
                         "baseline_value": round(online["rows_per_s"], 1),
                         "ratio": round(batch["rows_per_s"] / online["rows_per_s"], 3),
+                        # both paths' share of the variant's bare forward passes (model_only)
+                        "share_of_model_only": round(batch["rows_per_s"]
+                                                     / ceiling["rows_per_s"], 3),
+                        "online_share_of_model_only": round(online["rows_per_s"]
+                                                            / ceiling["rows_per_s"], 3),
                         **({"agreement_with_default": round(batch["agreement_with_default"], 4)}
                            if variant != "auto" else {}),
                     })  # fmt: skip
@@ -169,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     ax.bar([i - 0.2 for i in x], [r["ours"] for r in rows_out], 0.4, label="Spark batch scorer")
     ax.bar([i + 0.2 for i in x], [r["baseline_value"] for r in rows_out], 0.4,
            label=f"{BASELINE} (default variant)")  # fmt: skip
+    for n, d in detail.items():  # the variant's bare forward passes: the shared ceiling
+        ax.axhline(d["model_only"]["rows_per_s"], ls="--", lw=1, color="gray")
+        ax.annotate(f"model alone, {n} rows", (len(cases) - 0.5, d["model_only"]["rows_per_s"]),
+                    ha="right", va="bottom", fontsize=7, color="gray")  # fmt: skip
     ax.set_xticks(list(x), cases, fontsize=8)
     ax.set(ylabel="rows/s", title="Batch scoring vs online predictor (MiniLM, 2 cores)")
     ax.legend()
